@@ -1,0 +1,76 @@
+"""Pool overhead: checkouts + returns per second on a null DB-API connection, pool of 4.
+
+The connection does nothing, so this measures the pool alone: what one checkout
+and one return cost, and how that holds up when many threads queue for 4
+connections. The strict-FIFO hand-off sketch (in _null_pools.py, ~25 lines) is
+the reference for what a fair pool's lock and hand-off cost in Python.
+"""
+
+from __future__ import annotations
+
+from _harness import (
+    fmt_rate,
+    fmt_ratio,
+    fmt_spread,
+    markdown_table,
+    median,
+    parse_args,
+    run_threads,
+    selected,
+    sweep,
+)
+from _null_pools import NULL_POOLS, SKETCH, open_warm
+
+LIMIT = 4
+TIMEOUT = 30.0  # seconds; no checkout should ever get near it
+
+
+def main() -> int:
+    args = parse_args(__doc__, seconds=2.0, rounds=3, threads="1,16,64")
+    names = selected(NULL_POOLS, args.only)
+    notes = []
+    for name in list(names):
+        try:
+            NULL_POOLS[name](LIMIT, TIMEOUT).close()
+        except ImportError as exc:
+            notes.append(f"skipped {name}: {exc}")
+            names.remove(name)
+
+    def measure(name: str, threads: int) -> dict[str, float]:
+        pool = open_warm(NULL_POOLS[name], LIMIT, TIMEOUT)
+        acquire, release = pool.acquire, pool.release
+
+        def op() -> None:
+            release(acquire())
+
+        try:
+            return {"rate": run_threads(lambda _: op, threads, args.seconds).rate}
+        finally:
+            pool.close()
+
+    samples = sweep(names, args.threads, args.rounds, measure)
+
+    rows = []
+    for threads in args.threads:
+        sketch = median(samples[SKETCH, threads]["rate"]) if (SKETCH, threads) in samples else 0.0
+        for name in names:
+            rates = samples[name, threads]["rate"]
+            rows.append(
+                [
+                    threads,
+                    name,
+                    fmt_rate(median(rates)),
+                    fmt_spread(rates),
+                    fmt_ratio(median(rates), sketch),
+                ]
+            )
+    print(f"### Pool overhead: checkout + return on a null connection, pool of {LIMIT}")
+    print(f"\n{args.seconds:g} s per run, medians of {args.rounds} rounds\n")
+    print(markdown_table(["threads", "pool", "checkouts/s", "min / max", "vs sketch"], rows))
+    for note in notes:
+        print(f"\n{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""PostgreSQL throughput: `SELECT 1` per checkout, autocommit, pool of 4, at 1/16/64 threads.
+
+Every contender makes exactly one round trip per checkout (execute + fetch on a
+cursor); the table's last column proves it, counted on the wire with libpq's
+protocol trace. The benchmark process is pinned to CPU 0 so the server has the
+other one. The bare LifoQueue of 4 connections is the ideal: no pool logic at all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from typing import Any
+
+from _harness import (
+    COMMON_DB_CONTENDERS,
+    LIMIT,
+    Database,
+    DbContender,
+    Opened,
+    db_throughput_main,
+    prefill,
+    query,
+)
+
+HOST, PORT, USER, DBNAME = "127.0.0.1", 5432, "postgres", "test"
+
+
+def count_round_trips(conns: list[Any]) -> Any:
+    """Trace the protocol on each connection; each ReadyForQuery ends one round trip."""
+    files = ExitStack()  # one trace file per connection, closed by stop()
+    traced = []
+    for conn in conns:
+        f = files.enter_context(tempfile.TemporaryFile())
+        conn.pgconn.trace(f.fileno())
+        traced.append((conn, f))
+
+    def stop() -> int:
+        n = 0
+        with files:
+            for conn, f in traced:
+                conn.pgconn.untrace()  # flushes the trace
+                f.seek(0)
+                n += sum(1 for line in f if b"\tReadyForQuery" in line)
+        return n
+
+    return stop
+
+
+def reset(conn: Any) -> None:
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.rollback()
+
+
+def postgres() -> Database:
+    import psycopg
+
+    return Database(
+        name="PostgreSQL",
+        url=f"postgresql://{USER}@{HOST}:{PORT}/{DBNAME}",
+        sqlalchemy_url=f"postgresql+psycopg://{USER}@{HOST}:{PORT}/{DBNAME}",
+        module=psycopg,
+        connect_kwargs={
+            "host": HOST,
+            "port": PORT,
+            "user": USER,
+            "dbname": DBNAME,
+            "autocommit": True,
+            "connect_timeout": 5,
+        },
+        audit=count_round_trips,
+        reset=reset,
+    )
+
+
+def open_psycopg_pool(db: Database) -> Opened:
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(min_size=LIMIT, max_size=LIMIT, kwargs=db.connect_kwargs, open=True)
+    pool.wait()
+    getconn, putconn = pool.getconn, pool.putconn
+
+    def op() -> None:
+        c = getconn()
+        query(c)
+        putconn(c)
+
+    raw = prefill(getconn, putconn, lambda c: c)
+    return Opened(op, raw, pool.close)
+
+
+CONTENDERS = [
+    *COMMON_DB_CONTENDERS[:2],
+    DbContender("psycopg_pool", open_psycopg_pool),
+    *COMMON_DB_CONTENDERS[2:],
+]
+
+
+def main() -> int:
+    return db_throughput_main(
+        __doc__, postgres, CONTENDERS, baselines=["bare LifoQueue", "psycopg_pool"]
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""dbpool: a fast, strictly fair, thread-safe database connection pool.
+
+A SQLAlchemy-style engine API (``create_engine``, ``connect``, ``begin``, ``text``)
+configured the way Prisma configures its pool: settings in the database URL.
+"""
+
+from dbpool.config import EngineConfig
+from dbpool.engine import Connection, Engine, Transaction, create_engine
+from dbpool.events import Events
+from dbpool.exc import (
+    ArgumentError,
+    ConfigError,
+    ConnectError,
+    DatabaseError,
+    DataError,
+    DBAPIError,
+    DBPoolError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PoolDisposedError,
+    PoolTimeoutError,
+    ProgrammingError,
+    ResourceClosedError,
+    Warning,
+)
+from dbpool.pool import PooledConnection, PoolStatus, QueuePool
+from dbpool.result import (
+    MappingResult,
+    MultipleResultsFound,
+    NoResultFound,
+    Result,
+    Row,
+    ScalarResult,
+)
+from dbpool.sql import TextClause, text
+from dbpool.url import URL, make_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "URL",
+    "ArgumentError",
+    "ConfigError",
+    "ConnectError",
+    "Connection",
+    "DBAPIError",
+    "DBPoolError",
+    "DataError",
+    "DatabaseError",
+    "Engine",
+    "EngineConfig",
+    "Error",
+    "Events",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
+    "MappingResult",
+    "MultipleResultsFound",
+    "NoResultFound",
+    "NotSupportedError",
+    "OperationalError",
+    "PoolDisposedError",
+    "PoolStatus",
+    "PoolTimeoutError",
+    "PooledConnection",
+    "ProgrammingError",
+    "QueuePool",
+    "ResourceClosedError",
+    "Result",
+    "Row",
+    "ScalarResult",
+    "TextClause",
+    "Transaction",
+    "Warning",
+    "create_engine",
+    "make_url",
+    "text",
+]

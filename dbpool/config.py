@@ -1,0 +1,228 @@
+"""Pool settings: one table of names, parsers and defaults, resolved into a frozen config.
+
+A setting may come from the URL query (always a string) or from a keyword argument to
+``create_engine`` (a Python value); both go through the same parser, so a bad value
+gets the same ``ConfigError`` wherever it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from dbpool.exc import ConfigError
+
+PRE_PING_WINDOW = 0.5
+ISOLATION_LEVELS = (
+    "AUTOCOMMIT",
+    "READ UNCOMMITTED",
+    "READ COMMITTED",
+    "REPEATABLE READ",
+    "SERIALIZABLE",
+)
+
+
+def default_connection_limit() -> int:
+    """Prisma's default: physical cores * 2 + 1 (logical cores when psutil cannot tell)."""
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return cores * 2 + 1
+
+
+def parse_int_at_least(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        number = int(value.strip())
+    else:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if number < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def parse_seconds(name: str, value: object) -> float:
+    """Seconds as an integer or decimal >= 0 (0 usually means 'no limit')."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    number: float
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}") from None
+    else:
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return number
+
+
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
+
+
+def parse_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    raise ConfigError(f"{name} must be true, false, 1 or 0, got {value!r}")
+
+
+def parse_pre_ping(name: str, value: object) -> float | None:
+    """``True`` -> the default window, ``False`` -> ``None`` (off), a number -> that window."""
+    if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+        return PRE_PING_WINDOW
+    if value is False or (isinstance(value, str) and value.strip().lower() == "false"):
+        return None
+    try:
+        return parse_seconds(name, value)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} must be true, false or a window in seconds >= 0, got {value!r}"
+        ) from None
+
+
+def parse_isolation_level(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        level = " ".join(value.replace("_", " ").split()).upper()
+        if level in ISOLATION_LEVELS:
+            return level
+    raise ConfigError(f"{name} must be one of {', '.join(ISOLATION_LEVELS)}, got {value!r}")
+
+
+def parse_schema(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ConfigError(f"{name} must be a non-empty schema name, got {value!r}")
+
+
+def _limit(name: str, value: object) -> int:
+    return parse_int_at_least(name, value, 1)
+
+
+# name -> parser; the order is the order of the CLI's settings table.
+SETTINGS: dict[str, Callable[[str, object], Any]] = {
+    "connection_limit": _limit,
+    "pool_timeout": parse_seconds,
+    "connect_timeout": parse_seconds,
+    "max_idle_connection_lifetime": parse_seconds,
+    "max_connection_lifetime": parse_seconds,
+    "pre_ping": parse_pre_ping,
+    "leak_detection_threshold": parse_seconds,
+    "isolation_level": parse_isolation_level,
+    "pgbouncer": parse_bool,
+    "schema": parse_schema,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "pool_timeout": 10.0,
+    "connect_timeout": 5.0,
+    "max_idle_connection_lifetime": 300.0,
+    "max_connection_lifetime": 0.0,
+    "pre_ping": PRE_PING_WINDOW,
+    "leak_detection_threshold": 0.0,
+    "isolation_level": None,
+    "pgbouncer": False,
+    "schema": None,
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every resolved pool setting of an engine (see the settings table in the docs)."""
+
+    connection_limit: int
+    pool_timeout: float
+    connect_timeout: float
+    max_idle_connection_lifetime: float
+    max_connection_lifetime: float
+    pre_ping: float | None
+    leak_detection_threshold: float
+    isolation_level: str | None
+    pgbouncer: bool
+    schema: str | None
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """' Did you mean "x"?' for a candidate within two edits, else ''."""
+    scored = sorted((edit_distance(name.lower(), c), c) for c in candidates)
+    if scored and scored[0][0] <= 2:
+        return f' Did you mean "{scored[0][1]}"?'
+    return ""
+
+
+def resolve_settings(
+    query: Mapping[str, str],
+    overrides: Mapping[str, object],
+    *,
+    default_limit: int | None = None,
+) -> tuple[EngineConfig, dict[str, str]]:
+    """Split the URL query into pool settings and driver parameters, apply keyword overrides.
+
+    Returns the config and the query parameters left for the dialect. Unknown keyword
+    arguments are the caller's business (it knows its own extra keywords).
+    """
+    values = dict(DEFAULTS)
+    driver_params: dict[str, str] = {}
+    for name, raw in query.items():
+        parser = SETTINGS.get(name)
+        if parser is None:
+            driver_params[name] = raw
+        else:
+            values[name] = parser(name, raw)
+    for name, value in overrides.items():
+        parser = SETTINGS.get(name)
+        if parser is None:
+            raise ConfigError(
+                f"Unknown setting {name!r}; the settings are: {', '.join(SETTINGS)}."
+                + did_you_mean(name, SETTINGS)
+            )
+        values[name] = parser(name, value)
+    if "connection_limit" not in values:
+        values["connection_limit"] = default_limit or default_connection_limit()
+    return EngineConfig(**values), driver_params
+
+
+def reject_unknown_params(params: Iterable[str], accepted: Iterable[str], *, dialect: str) -> None:
+    """Raise ConfigError for the first query parameter neither a setting nor accepted."""
+    allowed = set(accepted)
+    for name in params:
+        if name not in allowed:
+            hint = did_you_mean(name, list(SETTINGS)) or did_you_mean(name, allowed)
+            raise ConfigError(
+                f"Unknown query parameter {name!r} in the {dialect} URL: it is neither a pool "
+                f"setting nor accepted by the {dialect} driver.{hint}"
+            )

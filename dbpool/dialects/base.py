@@ -1,0 +1,118 @@
+"""The interface every dialect implements; the pool and engine know nothing else.
+
+A dialect owns all that is database-specific: importing its driver lazily, turning a
+URL into connect arguments (honouring ``connect_timeout``), ping, reset on return,
+disconnect detection, paramstyle and transaction control.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, ClassVar
+
+from dbpool.config import ISOLATION_LEVELS, EngineConfig, reject_unknown_params
+from dbpool.exc import ConfigError
+from dbpool.url import URL
+
+
+class Dialect:
+    """Base class: subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str] = "base"  # used in log lines: "Starting a <name> pool ..."
+    driver: ClassVar[str] = ""  # the DB-API module to import
+    extra: ClassVar[str] = ""  # the pip extra that installs the driver
+    paramstyle: ClassVar[str] = "qmark"
+    default_connection_limit: ClassVar[int | None] = None  # None: Prisma's cores * 2 + 1
+    accepted_query_params: ClassVar[frozenset[str]] = frozenset()
+    isolation_levels: ClassVar[tuple[str, ...]] = ISOLATION_LEVELS
+    supports_ping: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: URL,
+        config: EngineConfig,
+        driver_params: Mapping[str, str],
+        connect_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.config = config
+        self.driver_params = dict(driver_params)
+        self.connect_args = dict(connect_args or {})
+        reject_unknown_params(self.driver_params, self.accepted_query_params, dialect=self.name)
+        level = config.isolation_level
+        if level is not None and level not in self.isolation_levels:
+            raise ConfigError(
+                f"isolation_level {level!r} is not available on {self.name}; "
+                f"choose one of {', '.join(self.isolation_levels)}"
+            )
+        self.autocommit = level == "AUTOCOMMIT"
+        self.dbapi = self.import_dbapi()
+
+    @classmethod
+    def import_dbapi(cls) -> ModuleType:
+        try:
+            return importlib.import_module(cls.driver)
+        except ImportError:
+            raise ConfigError(
+                f"The {cls.name} dialect needs the {cls.driver} driver, which is not "
+                f'installed: pip install "dbpool[{cls.extra}]"'
+            ) from None
+
+    def describe(self) -> str:
+        """Where the database is, for messages: host, port and database, never a password."""
+        url = self.url
+        host = f"[{url.host}]" if url.host and ":" in url.host else (url.host or "localhost")
+        port = f":{url.port}" if url.port else ""
+        return f"{host}{port}/{url.database or ''}"
+
+    # -- connections -------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """Open one DB-API connection, configured; raise ``ConnectError`` on failure."""
+        raise NotImplementedError
+
+    def ping(self, conn: Any) -> None:
+        """Raise if the connection is unusable; the cheapest round trip there is."""
+        cursor = conn.cursor()
+        try:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def in_transaction(self, conn: Any) -> bool | None:
+        """Whether a transaction is open; None when the driver cannot tell."""
+        return None
+
+    def reset(self, conn: Any) -> None:
+        """Make a returned connection clean for the next user, with no needless round trip."""
+        if self.in_transaction(conn) is not False:
+            conn.rollback()
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        """Whether ``error`` means the connection is gone (so it must be discarded)."""
+        return False
+
+    def release_resources(self) -> None:
+        """Free what the dialect holds beyond pooled connections (on engine disposal)."""
+
+    # -- transactions ------------------------------------------------------------------
+
+    def do_begin(self, conn: Any) -> None:
+        """Start a transaction on a non-autocommit connection (most drivers do it implicitly)."""
+
+    def begin_explicit(self, conn: Any) -> None:
+        """Open a real transaction, even on an AUTOCOMMIT engine's connection."""
+        if self.autocommit:
+            self.set_autocommit(conn, False)
+        self.do_begin(conn)
+
+    def end_explicit(self, conn: Any) -> None:
+        """After the explicit transaction ended, put the connection back in the engine's mode."""
+        if self.autocommit:
+            self.set_autocommit(conn, True)
+
+    def set_autocommit(self, conn: Any, value: bool) -> None:
+        conn.autocommit = value

@@ -1,0 +1,346 @@
+"""Textual SQL with ``:name`` bind parameters, translated to each DB-API paramstyle.
+
+Application code writes one spelling for every database::
+
+    stmt = text("SELECT * FROM users WHERE id = :id AND org = :org")
+    compiled = stmt.compile("pyformat")  # cached on ``stmt``
+    cursor.execute(compiled.sql, compiled.bind({"id": 7, "org": 3}))
+
+and each driver gets its own placeholders (PEP 249 ``paramstyle``):
+
+==========  ===============  ====================================
+paramstyle  placeholder      ``bind()`` returns
+==========  ===============  ====================================
+named       ``:id``          dict (sqlite3)
+pyformat    ``%(id)s``       dict (psycopg, PyMySQL)
+qmark       ``?``            tuple in occurrence order (pyodbc)
+format      ``%s``           tuple in occurrence order
+numeric     ``:1``           tuple in number order
+==========  ===============  ====================================
+
+Scanner rules (one pass, no SQL parsing beyond what finding binds needs):
+
+* A bind is ``:`` followed by ``[A-Za-z_][A-Za-z0-9_]*`` whose colon is not
+  preceded by ``:`` or by a word character ``[A-Za-z0-9_]``.  So ``= :id``,
+  ``(:a, :b)``, ``=:id`` and ``:id::int`` bind, while the PostgreSQL casts
+  ``x::int`` / ``x::text[]``, slices ``a[1:n]`` and ``ab:cd`` are left alone.
+  Names are ASCII; a non-ASCII letter ends the name.
+* ``\\:`` outside quoted text is an escaped colon: the backslash is dropped and
+  the colon never starts a bind (as in SQLAlchemy).
+* These are copied verbatim and never searched for binds: ``'...'`` strings
+  with ``''`` escapes, ``E'...'`` strings which also take backslash escapes,
+  ``"..."`` identifiers, MySQL ```...``` identifiers, ``-- line comments``,
+  ``/* block comments */`` (nested, as in standard SQL, PostgreSQL and SQL
+  Server) and PostgreSQL dollar quotes ``$$...$$`` / ``$tag$...$tag$``.  An
+  unterminated one runs to the end of the text; the database then reports
+  the syntax error instead of us guessing.
+* For ``pyformat`` and ``format``, when the statement has binds, every ``%``
+  anywhere (strings and comments included) is doubled, because psycopg and
+  PyMySQL %-format the whole query when parameters are given.  With no binds
+  ``bind()`` returns ``None``, drivers leave ``%`` alone, and so do we.
+
+Known limit: quoting is dialect-neutral, so a MySQL string using a backslash
+escaped quote (``'it\\'s'``) is not understood; write ``'it''s'`` instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from dbpool.exc import ArgumentError
+
+__all__ = ["PARAMSTYLES", "CompiledSQL", "TextClause", "text"]
+
+#: The PEP 249 paramstyles :meth:`TextClause.compile` accepts.
+PARAMSTYLES: tuple[str, ...] = ("named", "pyformat", "qmark", "format", "numeric")
+
+_DICT_STYLES = frozenset({"named", "pyformat"})
+_PERCENT_STYLES = frozenset({"pyformat", "format"})
+
+# Where anything other than plain copying may start; everything between
+# matches is copied as one slice, which keeps long statements cheap to scan.
+_SPECIAL = re.compile(r"""['"`:\\$]|--|/\*""")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_NEWLINE = re.compile(r"[\r\n]")
+_BLOCK_TOKEN = re.compile(r"/\*|\*/")
+# PostgreSQL tags follow identifier rules (letters may be non-ASCII), minus '$'.
+_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
+
+_REPR_LIMIT = 60
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+
+def _end_of_quoted(sql: str, pos: int, quote: str, backslash: bool) -> int:
+    """Index just past the quote closing the quoted text whose body starts at ``pos``."""
+    while True:
+        end = sql.find(quote, pos)
+        if end < 0:
+            return len(sql)
+        if backslash:
+            # A run of backslashes pairs up from its start, so an odd run escapes the quote.
+            run = end
+            while run > pos and sql[run - 1] == "\\":
+                run -= 1
+            if (end - run) % 2:
+                pos = end + 1
+                continue
+        if sql.startswith(quote, end + 1):
+            pos = end + 2
+            continue
+        return end + 1
+
+
+def _end_of_block_comment(sql: str, pos: int) -> int:
+    """Index just past the ``*/`` closing the comment whose body starts at ``pos``."""
+    depth = 1
+    while depth:
+        m = _BLOCK_TOKEN.search(sql, pos)
+        if m is None:
+            return len(sql)
+        depth += 1 if m.group() == "/*" else -1
+        pos = m.end()
+    return pos
+
+
+def _parse(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split ``sql`` into literal fragments and the bind names between them.
+
+    ``fragments`` always has ``len(names) + 1`` items, with ``\\:`` escapes
+    already resolved, so compiling is just joining with placeholders.
+    """
+    fragments: list[str] = []
+    names: list[str] = []
+    pending: list[str] = []  # pieces of the current fragment, split only by escapes
+    start = 0  # first character not yet copied into ``pending``
+    pos = 0
+    n = len(sql)
+    while True:
+        m = _SPECIAL.search(sql, pos)
+        if m is None:
+            break
+        pos = m.start()
+        token = m.group()
+        if token == ":":
+            prev = sql[pos - 1] if pos else ""
+            ident = None if prev == ":" or prev in _WORD else _IDENT.match(sql, pos + 1)
+            if ident is None:
+                pos += 1
+                continue
+            pending.append(sql[start:pos])
+            fragments.append("".join(pending))
+            pending = []
+            names.append(ident.group())
+            pos = start = ident.end()
+        elif token == "\\":
+            if sql.startswith(":", pos + 1):
+                pending.append(sql[start:pos])
+                start = pos + 1  # drop the backslash, keep the colon as text
+                pos += 2
+            else:
+                pos += 1
+        elif token == "'":
+            # E'...' (any case) takes C-style backslash escapes; the E must be a
+            # word of its own, or "name'" would be misread.
+            e_string = pos > 0 and sql[pos - 1] in "eE" and (pos < 2 or sql[pos - 2] not in _WORD)
+            pos = _end_of_quoted(sql, pos + 1, "'", e_string)
+        elif token == '"' or token == "`":
+            pos = _end_of_quoted(sql, pos + 1, token, False)
+        elif token == "--":
+            nl = _NEWLINE.search(sql, pos + 2)
+            pos = n if nl is None else nl.end()
+        elif token == "/*":
+            pos = _end_of_block_comment(sql, pos + 2)
+        else:  # "$"
+            # After an identifier character '$' belongs to the identifier
+            # (PostgreSQL allows it there), and "$1" is a positional parameter.
+            in_word = pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] in "_$")
+            tag = None if in_word else _DOLLAR_TAG.match(sql, pos)
+            if tag is None:
+                pos += 1
+                continue
+            end = sql.find(tag.group(), tag.end())
+            pos = n if end < 0 else end + len(tag.group())
+    pending.append(sql[start:])
+    fragments.append("".join(pending))
+    return tuple(fragments), tuple(names)
+
+
+def _check_paramstyle(paramstyle: str) -> None:
+    if paramstyle not in PARAMSTYLES:
+        raise ArgumentError(
+            f"Unknown DB-API paramstyle {paramstyle!r}; expected one of "
+            + ", ".join(repr(s) for s in PARAMSTYLES)
+        )
+
+
+def _shorten(sql: str) -> str:
+    return sql if len(sql) <= _REPR_LIMIT else sql[: _REPR_LIMIT - 3] + "..."
+
+
+class CompiledSQL:
+    """A statement translated for one paramstyle; immutable and shareable across threads.
+
+    ``sql`` is what to pass to ``cursor.execute``, together with :meth:`bind`'s
+    result; ``names`` lists the bind names in order of occurrence, repeats
+    included.
+    """
+
+    __slots__ = ("_as_dict", "_keys", "names", "paramstyle", "sql")
+
+    sql: str
+    names: tuple[str, ...]
+    paramstyle: str
+    _keys: tuple[str, ...]
+    _as_dict: bool
+
+    def __init__(self, sql: str, names: Iterable[str], paramstyle: str) -> None:
+        _check_paramstyle(paramstyle)
+        names = tuple(names)
+        # qmark/format need a value per placeholder; the others name or number
+        # each distinct parameter once, numbered in order of first occurrence.
+        keys = names if paramstyle in ("qmark", "format") else tuple(dict.fromkeys(names))
+        setattr_ = object.__setattr__
+        setattr_(self, "sql", sql)
+        setattr_(self, "names", names)
+        setattr_(self, "paramstyle", paramstyle)
+        setattr_(self, "_keys", keys)
+        setattr_(self, "_as_dict", paramstyle in _DICT_STYLES)
+
+    def bind(self, params: Mapping[str, Any] | None) -> Any:
+        """Return the parameters for ``cursor.execute(self.sql, ...)``.
+
+        A dict of just the needed keys for ``named``/``pyformat``, else a tuple;
+        ``None`` when the statement has no binds.  Extra keys are ignored.
+
+        Raises:
+            ArgumentError: a bind parameter has no value in ``params``.
+        """
+        keys = self._keys
+        if not keys:
+            return None
+        if params is None:
+            params = _NO_PARAMS
+        try:
+            if self._as_dict:
+                return {key: params[key] for key in keys}
+            return tuple([params[key] for key in keys])
+        except (KeyError, TypeError):
+            # Work out what went wrong only on failure, to keep the happy path short.
+            error = self._bind_error(params)
+            if error is None:
+                raise
+            raise error from None
+
+    def _bind_error(self, params: Any) -> ArgumentError | None:
+        if not isinstance(params, Mapping):
+            return ArgumentError(
+                f"Bind parameters must be a mapping of name to value, not {type(params).__name__}"
+            )
+        missing = [k for k in dict.fromkeys(self.names) if k not in params]
+        if not missing:
+            return None  # the mapping itself failed; let its own error through
+        if len(missing) == 1:
+            return ArgumentError(f"A value is required for bind parameter {missing[0]!r}")
+        return ArgumentError(
+            "A value is required for bind parameters " + ", ".join(repr(k) for k in missing)
+        )
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CompiledSQL, (self.sql, self.names, self.paramstyle))
+
+    def __repr__(self) -> str:
+        return f"<CompiledSQL {self.paramstyle} {_shorten(self.sql)!r} names={self.names!r}>"
+
+
+class TextClause:
+    """A textual SQL statement with ``:name`` binds; build it with :func:`text`.
+
+    Immutable.  :meth:`compile` results are cached on the instance, so keep
+    statements in module-level constants to pay for scanning once.
+    """
+
+    __slots__ = ("_cache", "_parsed", "text")
+
+    text: str
+    _cache: dict[str, CompiledSQL]
+    _parsed: tuple[tuple[str, ...], tuple[str, ...]] | None
+
+    def __init__(self, sql: str) -> None:
+        if not isinstance(sql, str):
+            raise ArgumentError(f"SQL text must be a str, not {type(sql).__name__}")
+        object.__setattr__(self, "text", sql)
+        object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_parsed", None)
+
+    def compile(self, paramstyle: str) -> CompiledSQL:
+        """Return this statement translated for ``paramstyle`` (cached).
+
+        Raises:
+            ArgumentError: ``paramstyle`` is not one of :data:`PARAMSTYLES`.
+        """
+        compiled = self._cache.get(paramstyle)
+        if compiled is not None:
+            return compiled
+        return self._compile(paramstyle)
+
+    def _compile(self, paramstyle: str) -> CompiledSQL:
+        _check_paramstyle(paramstyle)
+        parsed = self._parsed
+        if parsed is None:
+            parsed = _parse(self.text)
+            object.__setattr__(self, "_parsed", parsed)
+        fragments, names = parsed
+        if not names:
+            compiled = CompiledSQL(fragments[0], (), paramstyle)
+        else:
+            if paramstyle in _PERCENT_STYLES:
+            if paramstyle == "named":
+                marks = [":" + name for name in names]
+            elif paramstyle == "pyformat":
+                marks = [f"%({name})s" for name in names]
+            elif paramstyle == "qmark":
+                marks = ["?"] * len(names)
+            elif paramstyle == "format":
+                marks = ["%s"] * len(names)
+            else:  # numeric
+                numbers: dict[str, int] = {}
+                for name in names:
+                    numbers.setdefault(name, len(numbers) + 1)
+                marks = [f":{numbers[name]}" for name in names]
+            parts = [fragments[0]]
+            for mark, fragment in zip(marks, fragments[1:], strict=True):
+                parts.append(mark)
+                parts.append(fragment)
+            compiled = CompiledSQL("".join(parts), names, paramstyle)
+        # Concurrent first compiles may race; setdefault keeps one shared winner.
+        return self._cache.setdefault(paramstyle, compiled)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"<TextClause {_shorten(self.text)!r}>"
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TextClause, (self.text,))
+
+
+def text(sql: str) -> TextClause:
+    """Wrap textual SQL using ``:name`` bind parameters; see the module docs for the rules."""
+    return TextClause(sql)
