@@ -109,7 +109,7 @@ def sweep(
     samples: dict[tuple[str, int], dict[str, list[float]]] = {}
     for threads in thread_counts:
         for r in range(rounds):
-            k = r % len(names)
+            k = r % len(names) if names else 0
             for name in [*names[k:], *names[:k]]:
                 progress(f"{threads:>3} threads, round {r + 1}/{rounds}: {name}")
                 for metric, value in measure(name, threads).items():
@@ -172,7 +172,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     widths = [max(len(str(h)), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        out = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        out = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "| " + " | ".join(out) + " |"
 
     rule = ["-" * w if i < 2 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]

@@ -8,8 +8,8 @@ other one. The bare LifoQueue of 4 connections is the ideal: no pool logic at al
 
 from __future__ import annotations
 
+import os
 import tempfile
-from contextlib import ExitStack
 from typing import Any
 
 from _harness import (
@@ -28,19 +28,19 @@ HOST, PORT, USER, DBNAME = "127.0.0.1", 5432, "postgres", "test"
 
 def count_round_trips(conns: list[Any]) -> Any:
     """Trace the protocol on each connection; each ReadyForQuery ends one round trip."""
-    files = ExitStack()  # one trace file per connection, closed by stop()
     traced = []
     for conn in conns:
-        f = files.enter_context(tempfile.TemporaryFile())
-        conn.pgconn.trace(f.fileno())
-        traced.append((conn, f))
+        fd, path = tempfile.mkstemp(prefix="pgtrace-")
+        os.unlink(path)  # the open descriptor keeps the file until stop()
+        conn.pgconn.trace(fd)
+        traced.append((conn, fd))
 
     def stop() -> int:
         n = 0
-        with files:
-            for conn, f in traced:
-                conn.pgconn.untrace()  # flushes the trace
-                f.seek(0)
+        for conn, fd in traced:
+            conn.pgconn.untrace()  # flushes the trace
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(fd, "rb") as f:
                 n += sum(1 for line in f if b"\tReadyForQuery" in line)
         return n
 

@@ -39,8 +39,11 @@ Scanner rules (one pass, no SQL parsing beyond what finding binds needs):
   PyMySQL %-format the whole query when parameters are given.  With no binds
   ``bind()`` returns ``None``, drivers leave ``%`` alone, and so do we.
 
-Known limit: quoting is dialect-neutral, so a MySQL string using a backslash
-escaped quote (``'it\\'s'``) is not understood; write ``'it''s'`` instead.
+Known limits: quoting is dialect-neutral, so a MySQL string using a
+backslash-escaped quote (``'it\\'s'``) is not understood (write ``'it''s'``);
+MySQL ``# comments`` are not recognised; and with ``named`` an escaped
+``\\:name`` reaches the driver as ``:name``, which sqlite3 reads as its own
+placeholder.
 """
 
 from __future__ import annotations
@@ -304,6 +307,7 @@ class TextClause:
             compiled = CompiledSQL(fragments[0], (), paramstyle)
         else:
             if paramstyle in _PERCENT_STYLES:
+                fragments = tuple(f.replace("%", "%%") for f in fragments)
             if paramstyle == "named":
                 marks = [":" + name for name in names]
             elif paramstyle == "pyformat":

@@ -109,6 +109,7 @@ def test_numeric_numbers_follow_first_occurrence() -> None:
         ("E'\\\\' :a", ("a",)),  # E'\\' is one backslash, so the string ends there
         ("e'x' :a", ("a",)),
         ("$$x$$:a", ("a",)),
+        ("SELECT x$y$, :a, z$y$", ("a",)),  # '$' inside identifiers opens no quote
     ],
 )
 def test_binds_found(sql: str, names: tuple[str, ...]) -> None:
@@ -130,6 +131,7 @@ def test_binds_found(sql: str, names: tuple[str, ...]) -> None:
         "SELECT '' , ':name'",
         "SELECT E'it\\'s :name'",
         "SELECT E'a\\\\\\' :name'",
+        "SELECT E'a''\\' :name'",  # '' then \' : both escapes in one E-string
         "SELECT N':name', X'3A', U&':name'",
         'SELECT "col:name" FROM "t"',
         'SELECT "a""b :name"',

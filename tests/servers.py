@@ -1,0 +1,51 @@
+"""Where the test databases are, and the skip-or-fail rule for tests that need one.
+
+A test that needs a server calls ``need(url)``: when the server cannot be reached it
+skips with the reason, unless ``DBPOOL_REQUIRE_DATABASES=1`` (CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "DBPOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("DBPOOL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REQUIRE_DATABASES = os.environ.get("DBPOOL_REQUIRE_DATABASES") == "1"
+
+
+@lru_cache(maxsize=None)
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def need(url: str) -> None:
+    """Skip (or, with DBPOOL_REQUIRE_DATABASES=1, fail) unless the URL's server answers."""
+    from dbpool import make_url
+
+    parsed = make_url(url)
+    host, port = parsed.host or "127.0.0.1", parsed.port or 0
+    if not reachable(host, port):
+        reason = f"{parsed.backend_name} server at {host}:{port} is not reachable"
+        if REQUIRE_DATABASES:
+            pytest.fail(f"{reason} and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(reason)
+
+
+def need_module(name: str) -> None:
+    """Skip (or fail under DBPOOL_REQUIRE_DATABASES=1) when a driver is not installed."""
+    try:
+        __import__(name)
+    except ImportError:
+        if REQUIRE_DATABASES:
+            pytest.fail(f"driver {name} is not installed and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(f"driver {name} is not installed")
