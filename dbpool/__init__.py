@@ -4,6 +4,9 @@ A SQLAlchemy-style engine API (``create_engine``, ``connect``, ``begin``, ``text
 configured the way Prisma configures its pool: settings in the database URL.
 """
 
+import logging
+
+from dbpool import metrics
 from dbpool.config import EngineConfig
 from dbpool.engine import Connection, Engine, Transaction, create_engine
 from dbpool.events import Events
@@ -27,6 +30,7 @@ from dbpool.exc import (
     ResourceClosedError,
     Warning,
 )
+from dbpool.metrics import Metrics
 from dbpool.pool import PooledConnection, PoolStatus, QueuePool
 from dbpool.result import (
     MappingResult,
@@ -36,10 +40,15 @@ from dbpool.result import (
     Row,
     ScalarResult,
 )
+from dbpool.shared import shared_engine
 from dbpool.sql import TextClause, text
 from dbpool.url import URL, make_url
 
 __version__ = "0.1.0"
+
+# A library logs but never decides where logs go: without this, Python's last-resort
+# handler would print dbpool's warnings (a P2024 timeout, say) to stderr unasked.
+logging.getLogger("dbpool").addHandler(logging.NullHandler())
 
 __all__ = [
     "URL",
@@ -59,6 +68,7 @@ __all__ = [
     "InterfaceError",
     "InternalError",
     "MappingResult",
+    "Metrics",
     "MultipleResultsFound",
     "NoResultFound",
     "NotSupportedError",
@@ -78,5 +88,7 @@ __all__ = [
     "Warning",
     "create_engine",
     "make_url",
+    "metrics",
+    "shared_engine",
     "text",
 ]

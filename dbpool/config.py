@@ -33,36 +33,53 @@ def default_connection_limit() -> int:
     return cores * 2 + 1
 
 
+def _shown(value: object) -> str:
+    """The bad value for an error message: its repr, shortened (and never itself failing,
+    as repr() of an int with more than 4300 digits does)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_int_at_least(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {_shown(value)}")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
-        number = int(value.strip())
+        try:
+            number = int(value.strip())
+        except ValueError:  # digits int() refuses: "²", "++3", more than 4300 of them
+            raise ConfigError(
+                f"{name} must be an integer >= {minimum}, got {_shown(value)}"
+            ) from None
     else:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {_shown(value)}")
     if number < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {_shown(value)}")
     return number
 
 
 def parse_seconds(name: str, value: object) -> float:
     """Seconds as an integer or decimal >= 0 (0 usually means 'no limit')."""
     if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {_shown(value)}")
     number: float
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}") from None
-    else:
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        else:
+            raise ValueError(value)
+    except (ValueError, OverflowError):  # OverflowError: an int too large for a float
+        raise ConfigError(
+            f"{name} must be a number of seconds >= 0, got {_shown(value)}"
+        ) from None
     if not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {_shown(value)}")
     return number
 
 
@@ -81,7 +98,7 @@ def parse_bool(name: str, value: object) -> bool:
             return True
         if lowered in _FALSE:
             return False
-    raise ConfigError(f"{name} must be true, false, 1 or 0, got {value!r}")
+    raise ConfigError(f"{name} must be true, false, 1 or 0, got {_shown(value)}")
 
 
 def parse_pre_ping(name: str, value: object) -> float | None:
@@ -94,7 +111,7 @@ def parse_pre_ping(name: str, value: object) -> float | None:
         return parse_seconds(name, value)
     except ConfigError:
         raise ConfigError(
-            f"{name} must be true, false or a window in seconds >= 0, got {value!r}"
+            f"{name} must be true, false or a window in seconds >= 0, got {_shown(value)}"
         ) from None
 
 
@@ -105,7 +122,7 @@ def parse_isolation_level(name: str, value: object) -> str | None:
         level = " ".join(value.replace("_", " ").split()).upper()
         if level in ISOLATION_LEVELS:
             return level
-    raise ConfigError(f"{name} must be one of {', '.join(ISOLATION_LEVELS)}, got {value!r}")
+    raise ConfigError(f"{name} must be one of {', '.join(ISOLATION_LEVELS)}, got {_shown(value)}")
 
 
 def parse_schema(name: str, value: object) -> str | None:
@@ -113,7 +130,7 @@ def parse_schema(name: str, value: object) -> str | None:
         return None
     if isinstance(value, str) and value.strip():
         return value.strip()
-    raise ConfigError(f"{name} must be a non-empty schema name, got {value!r}")
+    raise ConfigError(f"{name} must be a non-empty schema name, got {_shown(value)}")
 
 
 def _limit(name: str, value: object) -> int:

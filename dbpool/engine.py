@@ -8,9 +8,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
-from dbpool import dialects
+from dbpool import dialects, lifecycle, shared
 from dbpool.config import SETTINGS, EngineConfig, did_you_mean, resolve_settings
 from dbpool.dialects.base import Dialect
 from dbpool.events import Events
@@ -22,6 +22,8 @@ from dbpool.exc import (
     wrap_dbapi_error,
 )
 from dbpool.histogram import QUERY_BUCKETS, Histogram
+from dbpool.lifecycle import ExitHooks
+from dbpool.metrics import Metrics
 from dbpool.pool import PoolStatus, QueuePool, _Record
 from dbpool.result import Result
 from dbpool.sql import TextClause
@@ -32,6 +34,7 @@ _monotonic = time.monotonic
 _getframe = sys._getframe
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+Hook = TypeVar("Hook", bound=Callable[[], object])
 
 
 class Engine:
@@ -45,6 +48,7 @@ class Engine:
         pool: QueuePool,
         *,
         echo: bool = False,
+        metrics_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
         self.dialect = dialect
@@ -52,8 +56,17 @@ class Engine:
         self.pool = pool
         self.events: Events = pool.events
         self.echo = echo
-        self.queries_total = 0
+        if echo:
+            _show_echo_output()
         self.query_histogram = Histogram(QUERY_BUCKETS)
+        self.metrics = Metrics(pool, self.query_histogram, metrics_labels)
+        self._exit_hooks = ExitHooks()
+        shared.track(self)
+
+    @property
+    def queries_total(self) -> int:
+        """Statements run through this engine's connections (successful ones)."""
+        return self.query_histogram.count
 
     # -- connections -------------------------------------------------------------------
 
@@ -72,9 +85,26 @@ class Engine:
         """Start the pool with one connection now; fails fast if the database is unreachable."""
         self.pool.open()
 
+    def before_exit(self, fn: Hook) -> Hook:
+        """Run ``fn()`` before this engine lets go of its connections: on ``dispose()``,
+        at normal interpreter exit and on SIGINT/SIGTERM. The engine is still usable in
+        ``fn``; a hook that raises is logged and the others still run. Usable as a
+        decorator."""
+        self._exit_hooks.add(fn)
+        lifecycle.register(self)
+        return fn
+
     def dispose(self, timeout: float | None = None) -> None:
-        """Close every connection (checked-out ones when they come back, or after
-        ``timeout`` seconds). The engine stays usable: the next checkout starts afresh."""
+        """Run the before-exit hooks, then close every connection: idle ones at once,
+        checked-out ones when they come back (or after ``timeout`` seconds, wherever
+        they are). Callers waiting for a connection get ``PoolDisposedError``. The
+        engine stays usable: the next checkout starts afresh.
+
+        The hooks run once; a later ``dispose()`` runs them again only if the engine
+        was used in between."""
+        hooks = self._exit_hooks
+        if hooks and (hooks.due or self.pool._started):
+            hooks.run(self)
         self.pool.dispose(timeout)
         self.dialect.release_resources()
 
@@ -89,6 +119,11 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine({self.url})"
+
+    def _repr_html_(self) -> str:
+        from dbpool.display import engine_html
+
+        return engine_html(self)
 
 
 class Connection:
@@ -179,7 +214,7 @@ class Connection:
         dbapi_connection = record.dbapi_connection
         engine = self._engine
         if engine.echo:
-            logger.info("dbpool: %s", sql)
+            logger.info("%s", sql)
         start = _monotonic()
         cursor = None
         try:
@@ -198,7 +233,6 @@ class Connection:
             self._handle_error(exc, record, sql, params, cursor)
             raise  # not reached: _handle_error raises
         cursor.close()
-        engine.queries_total += 1
         engine.query_histogram.observe(_monotonic() - start)
         return result
 
@@ -276,16 +310,20 @@ class Connection:
             if self._explicit:
                 self._explicit = False
                 self._dialect.end_explicit(conn)
-        except Exception:
-            logger.warning("dbpool: rollback on close failed; discarding the connection",
+        except BaseException as exc:  # KeyboardInterrupt too: the slot must come back
+            logger.warning("rollback on close failed; discarding the connection",
                            exc_info=True)  # fmt: skip
             self._engine.pool.invalidate(record)
+            if not isinstance(exc, Exception):
+                raise
             return
         self._engine.pool.checkin(record)
 
     def invalidate(self, error: BaseException | None = None) -> None:
         """Discard the driver connection (closed, slot freed); the next use checks out a
         fresh one, after a rollback() if a transaction was open."""
+        if self._closed:
+            raise ResourceClosedError("This Connection is closed")
         self._invalidate(error, disconnect=False)
 
     def _invalidate(self, error: BaseException | None, *, disconnect: bool) -> None:
@@ -343,7 +381,7 @@ class Transaction:
             self.rollback()
 
 
-ENGINE_KEYWORDS = ("connect_args", "creator", "echo")
+ENGINE_KEYWORDS = ("connect_args", "creator", "echo", "metrics_labels")
 _SETTING_NAMES = tuple(SETTINGS)
 
 
@@ -353,6 +391,7 @@ def create_engine(
     creator: Callable[[], Any] | None = None,
     connect_args: Mapping[str, Any] | None = None,
     echo: bool = False,
+    metrics_labels: Mapping[str, str] | None = None,
     **settings: Any,
 ) -> Engine:
     """Make an engine; nothing is opened until the first checkout or ``engine.open()``.
@@ -391,4 +430,15 @@ def create_engine(
         reset=dialect.reset,
         name=dialect.name,
     )
-    return Engine(parsed, dialect, config, pool, echo=echo)
+    return Engine(parsed, dialect, config, pool, echo=echo, metrics_labels=metrics_labels)
+
+
+def _show_echo_output() -> None:
+    """Make ``echo=True`` visible with no logging set up, as SQLAlchemy's is: INFO on
+    the ``dbpool`` logger, and a stderr handler unless some handler would print it."""
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)

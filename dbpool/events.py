@@ -67,4 +67,4 @@ class Events:
             try:
                 fn(*args)
             except Exception:
-                logger.exception("dbpool %s listener %r raised; ignored", name, fn)
+                logger.exception("%s listener %r raised; ignored", name, fn)

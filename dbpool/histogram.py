@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from bisect import bisect_left
 
 # Seconds: from a sub-millisecond hand-off to a long pool_timeout.
@@ -13,7 +15,7 @@ QUERY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 class Histogram:
     """Counts per upper bound (non-cumulative internally), plus sum and count."""
 
-    __slots__ = ("_counts", "_lock", "bounds", "count", "sum")
+    __slots__ = ("__weakref__", "_counts", "_lock", "bounds", "count", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -21,6 +23,7 @@ class Histogram:
         self._lock = threading.Lock()
         self.count = 0
         self.sum = 0.0
+        _live.add(self)
 
     def observe(self, value: float) -> None:
         index = bisect_left(self.bounds, value)
@@ -45,3 +48,16 @@ class Histogram:
             running += n
             cumulative.append((bound, running))
         return cumulative, count + extra_zeros, total
+
+
+# A thread of the parent may have held a histogram's lock at fork time.
+_live: weakref.WeakSet[Histogram] = weakref.WeakSet()
+
+
+def _renew_locks_after_fork() -> None:
+    for histogram in list(_live):
+        histogram._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)

@@ -81,7 +81,7 @@ class Janitor:
                             self._lock.acquire()
                         continue
                 except Exception:
-                    logger.exception("dbpool: the janitor hit an error; it carries on")
+                    logger.exception("the janitor hit an error; it carries on")
                     due = time.monotonic() + 1.0
                 del pool
                 if self._stopped:
@@ -93,10 +93,10 @@ class Janitor:
     @staticmethod
     def _retire(pool: QueuePool, expired: list[_Record]) -> None:
         if expired:
-            logger.debug("dbpool: the janitor retires %d idle connection(s)", len(expired))
+            logger.debug("the janitor retires %d idle connection(s)", len(expired))
         for record in expired:
             try:
                 pool._discard(record)
             except Exception:
-                logger.exception("dbpool: the janitor could not close a connection; carrying on")
+                logger.exception("the janitor could not close a connection; carrying on")
         pool._reclaim_orphans()

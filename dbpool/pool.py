@@ -39,7 +39,13 @@ from dbpool.config import parse_int_at_least as _parse_int
 from dbpool.config import parse_pre_ping as _parse_pre_ping
 from dbpool.config import parse_seconds as _parse_seconds
 from dbpool.events import Events
-from dbpool.exc import PoolDisposedError, PoolTimeoutError, ResourceClosedError
+from dbpool.exc import (
+    ArgumentError,
+    DBPoolError,
+    PoolDisposedError,
+    PoolTimeoutError,
+    ResourceClosedError,
+)
 from dbpool.histogram import WAIT_BUCKETS, Histogram
 from dbpool.janitor import Janitor
 
@@ -96,6 +102,7 @@ class _Record:
         "generation",
         "last_used",
         "leak_reported",
+        "owner",
         "stack",
     )
 
@@ -113,6 +120,9 @@ class _Record:
         self.checked_out_at = now
         self.leak_reported = False
         self.stack: str | None = None  # where it was checked out, with leak detection on
+        # The pool it is checked out from, None while idle: catches returns to the wrong pool
+        # and second returns before they corrupt the idle list.
+        self.owner: QueuePool | None = None
 
 
 class _Waiter:
@@ -151,11 +161,8 @@ def _generic_reset(conn: Any) -> None:
         conn.rollback()
 
 
-def _close_quietly(conn: Any) -> None:
-    try:
-        conn.close()
-    except Exception:
-        logger.debug("dbpool: closing a connection failed; it is discarded anyway", exc_info=True)
+def _close_connection(conn: Any) -> None:
+    conn.close()
 
 
 class QueuePool:
@@ -177,7 +184,7 @@ class QueuePool:
         leak_detection_threshold: float = 0.0,
         ping: Callable[[Any], None] | None = None,
         reset: Callable[[Any], None] | None = _generic_reset,
-        close: Callable[[Any], None] = _close_quietly,
+        close: Callable[[Any], None] = _close_connection,
         name: str = "",
         events: Events | None = None,
     ) -> None:
@@ -253,6 +260,7 @@ class QueuePool:
             record = self._checkout_slow()
         elif not (_monotonic() < record.fresh_until and record.generation >= self._suspect_below):
             record = self._validate(record, None)
+        record.owner = self
         if self.events.checkout:
             self.events.fire("checkout", record.dbapi_connection)
         if self._leak_threshold:
@@ -280,9 +288,14 @@ class QueuePool:
             self._start_locked()
             if self._idle or self._slots - self._connecting > 0:
                 return
-            self._slots += 1
-            self._connecting += 1
-        self.checkin(self._open(None, retry=False))
+            full = self._slots >= self._limit
+            if not full:
+                self._slots += 1
+                self._connecting += 1
+        if full:  # every slot is being opened by other callers: queue for one like anyone
+            self.checkin(self.checkout())
+        else:
+            self.checkin(self._open(None, retry=False))
 
     def dispose(self, timeout: float | None = None) -> None:
         """Close idle connections now and checked-out ones when they come back.
@@ -320,7 +333,7 @@ class QueuePool:
                 break
             time.sleep(0.01)
         for record in left:
-            logger.warning("dbpool: closing a connection still checked out after dispose")
+            logger.warning("closing a connection still checked out after dispose")
             self._discard(record)
 
     # -- the slow paths ------------------------------------------------------------------
@@ -370,7 +383,9 @@ class QueuePool:
                 self.wait_histogram.observe(waited)
                 if self.events.timeout:
                     self.events.fire("timeout", waited)
-                raise self._timeout_error(waited)
+                error = self._timeout_error(waited)
+                logger.warning("%s", error)
+                raise error
         self.wait_histogram.observe(waited)
         grant = waiter.grant
         if grant is _FAILED:
@@ -422,7 +437,10 @@ class QueuePool:
             try:
                 self._ping(record.dbapi_connection)
             except Exception:
-                logger.info("dbpool: a connection failed its ping and is replaced")
+                logger.warning("a connection failed its ping and is replaced")
+            except BaseException:  # interrupted mid-ping: its state is unknown
+                self._discard(record)
+                raise
             else:
                 record.generation = self._generation
                 return record
@@ -430,7 +448,9 @@ class QueuePool:
             return record
         if deadline is None and self._timeout:
             deadline = now + self._timeout
-        self._close_record(record)
+        if not self._close_record(record):
+            # dispose(timeout) force-closed it meanwhile and freed its slot: queue afresh.
+            return self._checkout_slow()
         with self._lock:
             self._connecting += 1
         return self._open(deadline)
@@ -456,7 +476,7 @@ class QueuePool:
                         self._connecting -= 1
                         self._release_slot_locked()
                     raise
-                logger.debug("dbpool: connecting failed, retrying in %.2f s", pause)
+                logger.debug("connecting failed, retrying in %.2f s", pause)
                 time.sleep(pause)
                 delay = min(delay * 2, _BACKOFF_CAP)
         now = _monotonic()
@@ -465,11 +485,12 @@ class QueuePool:
         expires_at = now + lifetime * (1 - 0.1 * random.random()) if lifetime else _INF
         with self._lock:
             record = _Record(conn, now, expires_at, self._generation, self._epoch)
+            record.owner = self
             self._records.add(record)
             self._connecting -= 1
             self._opened_total += 1
             self._last_connect_error = None
-        logger.debug("dbpool: opened a connection (%s)", self.name or "pool")
+        logger.debug("opened a connection (%s)", self.name or "pool")
         if self.events.connect:
             self.events.fire("connect", conn)
         return record
@@ -483,14 +504,18 @@ class QueuePool:
             return
         if record.closed:
             return
+        if record.owner is not self:
+            raise self._misplaced(record)
         conn = record.dbapi_connection
         if self._reset is not None:
             try:
                 self._reset(conn)
-            except Exception:
-                logger.warning("dbpool: resetting a returned connection failed; it is discarded",
+            except BaseException as exc:  # its state is unknown: never reuse it
+                logger.warning("resetting a returned connection failed; it is discarded",
                                exc_info=True)  # fmt: skip
                 self._discard(record)
+                if not isinstance(exc, Exception):
+                    raise
                 return
         if self.events.checkin:
             self.events.fire("checkin", conn)
@@ -501,18 +526,28 @@ class QueuePool:
         record.last_used = now
         fresh_until = now + self._fresh_for
         record.fresh_until = fresh_until if fresh_until < record.expires_at else record.expires_at
+        # The janitor must look at it by its idle deadline or its end of life, if sooner.
+        due = now + self._max_idle if self._max_idle else _INF
+        if record.expires_at < due:
+            due = record.expires_at
         lock = self._lock
         lock.acquire()
         try:
-            if self._waiters:
+            retired = record.generation < self._retire_below  # a dispose() raced this return
+            if retired:
+                pass
+            elif self._waiters:
                 self._waiters.popleft().notify(record)
             else:
+                record.owner = None
                 self._idle.append(record)
                 janitor = self._janitor
-                if janitor is not None and now + self._max_idle < janitor.due:
+                if janitor is not None and due < janitor.due:
                     janitor.wake_locked()
         finally:
             lock.release()
+        if retired:
+            self._discard(record)
 
     def invalidate(self, record: _Record, error: BaseException | None = None,
                    *, disconnect: bool = False) -> None:  # fmt: skip
@@ -524,7 +559,9 @@ class QueuePool:
         if record.epoch != self._epoch:
             _inherited_after_fork.append(record)
             return
-        logger.warning("dbpool: invalidating a connection%s", f" ({error})" if error else "")
+        if record.owner is not self:
+            raise self._misplaced(record)
+        logger.warning("invalidating a connection%s", f" ({error})" if error else "")
         if self.events.invalidate:
             self.events.fire("invalidate", record.dbapi_connection, error)
         if disconnect:
@@ -532,6 +569,13 @@ class QueuePool:
                 self._generation += 1
                 self._suspect_below = self._generation
         self._discard(record)
+
+    def _misplaced(self, record: _Record) -> DBPoolError:
+        if record.owner is None:
+            return ResourceClosedError("This connection has already been returned to the pool")
+        return ArgumentError(
+            "This connection was checked out from another pool; return it to that pool"
+        )
 
     def _discard(self, record: _Record) -> None:
         """Close ``record`` and then free its slot (closing first keeps the limit exact)."""
@@ -546,10 +590,15 @@ class QueuePool:
                 return False
             record.closed = True
             self._records.discard(record)
-        self._close(record.dbapi_connection)
+        try:
+            self._close(record.dbapi_connection)
+        except Exception:  # a close that raises (driver or custom hook) must not cost a slot
+            logger.debug(
+                "closing a connection failed; it is discarded anyway", exc_info=True
+            )
         with self._lock:
             self._closed_total += 1
-        logger.debug("dbpool: closed a connection (%s)", self.name or "pool")
+        logger.debug("closed a connection (%s)", self.name or "pool")
         if self.events.close:
             self.events.fire("close", record.dbapi_connection)
         return True
@@ -616,7 +665,7 @@ class QueuePool:
             if held_until <= now:
                 record.leak_reported = True
                 logger.warning(
-                    "dbpool: a connection has been checked out for more than %g s "
+                    "a connection has been checked out for more than %g s "
                     "(leak_detection_threshold); it was checked out at:\n%s",
                     self._leak_threshold,
                     record.stack,
@@ -642,11 +691,15 @@ class QueuePool:
             _inherited_after_fork.append(record)
             return
         self._orphans.append(record)
+        # A free lock means this thread is not inside the pool's critical section: reclaim
+        # now, so a waiter gets the slot at once. Otherwise the janitor or the next
+        # slow-path checkout does it.
         if self._lock.acquire(False):
             janitor = self._janitor
             if janitor is not None:
                 janitor.wake_locked()
             self._lock.release()
+            self._reclaim_orphans()
 
     def _reclaim_orphans(self) -> None:
         while self._orphans:

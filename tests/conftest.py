@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+
 import pytest
 
-from tests.servers import MYSQL_URL, POSTGRES_URL, need, need_module
+from tests import pgbouncer
+from tests.servers import MYSQL_URL, POSTGRES_URL, REQUIRE_DATABASES, need, need_module
 
 
 @pytest.fixture
@@ -17,3 +24,78 @@ def mysql_url() -> str:
     need_module("pymysql")
     need(MYSQL_URL)
     return MYSQL_URL
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url() -> Iterator[str]:
+    """PgBouncer in transaction mode (pool size 2) in front of the test PostgreSQL server,
+    started once per session (tests/pgbouncer.py); the URL has no ``pgbouncer=true``."""
+    need_module("psycopg")
+    need(POSTGRES_URL)
+    external = os.environ.get("DBPOOL_TEST_PGBOUNCER_URL")
+    if external:
+        need(external)
+        yield external
+        return
+    try:
+        bouncer = pgbouncer.start(POSTGRES_URL)
+    except pgbouncer.PgBouncerUnavailable as exc:
+        if REQUIRE_DATABASES:
+            pytest.fail(f"{exc} and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(str(exc))
+    yield bouncer.url
+    bouncer.stop()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """(host, port) of a loopback TCP server that accepts connections and never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, name="silent-server", daemon=True)
+    thread.start()
+    yield "127.0.0.1", listener.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    for sock in accepted:
+        sock.close()
+    listener.close()
+
+
+@pytest.fixture
+def mysql_user(mysql_url: str) -> Iterator[tuple[str, str]]:
+    """(user, password) of a throwaway MySQL/MariaDB user with rights on the test
+    database, dropped afterwards."""
+    import pymysql
+
+    from dbpool import make_url
+
+    admin = make_url(mysql_url)
+    user, password = f"dbpool_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    conn = pymysql.connect(
+        host=admin.host, port=admin.port or 3306, user=admin.username,
+        password=admin.password or "", autocommit=True,
+    )  # fmt: skip
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+            cursor.execute(f"GRANT ALL ON `{admin.database}`.* TO %s@'%%'", (user,))
+        yield user, password
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+        conn.close()

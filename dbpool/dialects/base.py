@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from dbpool.config import ISOLATION_LEVELS, EngineConfig, reject_unknown_params
-from dbpool.exc import ConfigError
+from dbpool.exc import ConfigError, ConnectError
 from dbpool.url import URL
 
 
@@ -28,6 +28,7 @@ class Dialect:
     accepted_query_params: ClassVar[frozenset[str]] = frozenset()
     isolation_levels: ClassVar[tuple[str, ...]] = ISOLATION_LEVELS
     supports_ping: ClassVar[bool] = True
+    default_port: ClassVar[int | None] = None  # shown in messages when the URL has none
 
     def __init__(
         self,
@@ -64,8 +65,21 @@ class Dialect:
         """Where the database is, for messages: host, port and database, never a password."""
         url = self.url
         host = f"[{url.host}]" if url.host and ":" in url.host else (url.host or "localhost")
-        port = f":{url.port}" if url.port else ""
+        port_number = url.port or self.default_port
+        port = f":{port_number}" if port_number else ""
         return f"{host}{port}/{url.database or ''}"
+
+    def connect_error(self, error: BaseException) -> ConnectError:
+        """``ConnectError`` for a failed connect: where, as whom, and the driver's reason,
+        with the password masked should a driver ever echo it."""
+        reason = str(error).strip() or type(error).__name__
+        password = self.url.password
+        if password:
+            reason = reason.replace(password, "***")
+        user = f" as user {self.url.username!r}" if self.url.username else ""
+        return ConnectError(
+            f"Cannot connect to {self.name} at {self.describe()}{user}: {reason}", orig=error
+        )
 
     # -- connections -------------------------------------------------------------------
 
