@@ -14,6 +14,7 @@ contenders, shared by postgres_throughput.py and mysql_throughput.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -26,6 +27,9 @@ from operator import methodcaller
 from typing import Any
 
 Op = Callable[[], object]
+Samples = dict[
+    tuple[str, int], dict[str, list[float]]
+]  # {(contender, threads): {metric: per round}}
 CLOSE = methodcaller("close")  # "give it back": proxy.close() for every pool that has one
 
 
@@ -100,13 +104,13 @@ def sweep(
     thread_counts: Iterable[int],
     rounds: int,
     measure: Callable[[str, int], dict[str, float]],
-) -> dict[tuple[str, int], dict[str, list[float]]]:
+) -> Samples:
     """Call measure(name, threads) for every contender, rounds times per thread count.
 
     Within a round every contender runs once; the starting contender rotates from
     one round to the next. Returns every sample: {(name, threads): {metric: [..]}}.
     """
-    samples: dict[tuple[str, int], dict[str, list[float]]] = {}
+    samples: Samples = {}
     for threads in thread_counts:
         for r in range(rounds):
             k = r % len(names) if names else 0
@@ -162,8 +166,12 @@ def fmt_spread(values: Sequence[float]) -> str:
     return f"{fmt_rate(min(values))} / {fmt_rate(max(values))}"
 
 
-def fmt_ratio(x: float, base: float) -> str:
-    return f"{x / base:.2f}x" if base else "-"
+def fmt_ratio(samples: Samples, name: str, base: str, threads: int) -> str:
+    """name's rate over base's, paired within each round (drift cancels), median over rounds."""
+    if (base, threads) not in samples:
+        return "-"
+    pairs = zip(samples[name, threads]["rate"], samples[base, threads]["rate"], strict=True)
+    return f"{median([a / b for a, b in pairs]):.2f}x"
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -230,6 +238,7 @@ def require_dbpool() -> Any:
 SQL = "SELECT 1"
 LIMIT = 4  # connections in every pool
 AUDIT_CHECKOUTS = 200
+RETRY_PAUSE = 3.0  # seconds before repeating a run that lost its connections
 
 
 @dataclass(frozen=True)
@@ -240,9 +249,8 @@ class Database:
     url: str  # for dbpool
     sqlalchemy_url: str
     module: Any  # the DB-API module
-    connect_kwargs: dict[
-        str, Any
-    ]  # module.connect(**connect_kwargs) gives an autocommit connection
+    # module.connect(**connect_kwargs) gives an autocommit connection
+    connect_kwargs: dict[str, Any]
     # audit(raw_connections) starts counting round trips; calling its result stops and returns the count
     audit: Callable[[list[Any]], Callable[[], int]]
     # reset(raw_connection): roll back only if a transaction is open (no round trip otherwise)
@@ -297,8 +305,10 @@ def open_bare_queue(db: Database) -> Opened:
 
     def op() -> None:
         c = get()
-        query(c)
-        put(c)
+        try:
+            query(c)
+        finally:
+            put(c)
 
     def close() -> None:
         for c in conns:
@@ -315,8 +325,10 @@ def open_dbpool_engine(db: Database) -> Opened:
 
     def op() -> None:
         c = connect()
-        c.exec_driver_sql(SQL).fetchall()
-        c.close()
+        try:
+            c.exec_driver_sql(SQL).fetchall()
+        finally:
+            c.close()
 
     raw = prefill(connect, CLOSE, lambda c: c.driver_connection)
     return Opened(op, raw, engine.dispose)
@@ -331,8 +343,10 @@ def open_dbpool_queuepool(db: Database) -> Opened:
 
     def op() -> None:
         c = connect()
-        query(c.driver_connection)
-        c.close()
+        try:
+            query(c.driver_connection)
+        finally:
+            c.close()
 
     raw = prefill(connect, CLOSE, lambda c: c.driver_connection)
     return Opened(op, raw, pool.dispose)
@@ -352,8 +366,10 @@ def open_sqlalchemy(db: Database) -> Opened:
 
     def op() -> None:
         c = connect()
-        c.exec_driver_sql(SQL).fetchall()
-        c.close()
+        try:
+            c.exec_driver_sql(SQL).fetchall()
+        finally:
+            c.close()
 
     raw = prefill(connect, CLOSE, lambda c: c.connection.driver_connection)
     return Opened(op, raw, engine.dispose)
@@ -371,8 +387,10 @@ def open_dbutils(db: Database) -> Opened:
 
     def op() -> None:
         c = connection()
-        query(c)
-        c.close()
+        try:
+            query(c)
+        finally:
+            c.close()
 
     raw = prefill(connection, CLOSE, lambda c: c.dbapi_connection)
     return Opened(op, raw, pool.close)
@@ -407,6 +425,7 @@ def audit(db: Database, contender: DbContender) -> float:
 
 def db_throughput_main(
     doc: str | None,
+    label: str,
     make_db: Callable[[], Database],
     contenders: list[DbContender],
     baselines: list[str],
@@ -417,17 +436,15 @@ def db_throughput_main(
         db = make_db()
         db.connect().close()
     except Exception as exc:
-        print(f"skipped: cannot reach the database ({type(exc).__name__}: {exc})".splitlines()[0])
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        print(f"skipped: cannot reach {label} ({reason})")
         return 0
     # Pin before any thread exists (threads inherit the mask): the server gets the other CPU.
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
 
-    by_name = {
-        c.name: c
-        for c in contenders
-        if c.name in selected([c.name for c in contenders], args.only)
-    }
+    wanted = selected([c.name for c in contenders], args.only)
+    by_name = {c.name: c for c in contenders if c.name in wanted}
     notes: list[str] = []
     trips: dict[str, float] = {}
     for name, c in list(by_name.items()):
@@ -437,26 +454,44 @@ def db_throughput_main(
             notes.append(f"skipped {name}: {exc}")
             del by_name[name]
 
-    def measure(name: str, threads: int) -> dict[str, float]:
+    def run_once(name: str, threads: int) -> float:
         opened = by_name[name].open(db)
         try:
-            return {"rate": run_threads(lambda _: opened.op, threads, args.seconds).rate}
+            return run_threads(lambda _: opened.op, threads, args.seconds).rate
         finally:
-            opened.close()
+            with contextlib.suppress(Exception):
+                opened.close()
+
+    repeated: list[str] = []
+
+    def measure(name: str, threads: int) -> dict[str, float]:
+        # A run that loses its connections (the server restarted, a backend was killed)
+        # is repeated with a fresh pool, at most twice; a note under the table says so.
+        for _ in range(2):
+            try:
+                return {"rate": run_once(name, threads)}
+            except Exception as exc:
+                repeated.append(f"{name} at {threads} threads ({type(exc).__name__})")
+                progress(f"  run failed ({exc!r}); repeating it")
+                time.sleep(RETRY_PAUSE)
+        return {"rate": run_once(name, threads)}
 
     samples = sweep(list(by_name), args.threads, args.rounds, measure)
 
     rows = []
     for threads in args.threads:
-        base = {
-            b: median(samples[b, threads]["rate"]) for b in baselines if (b, threads) in samples
-        }
         for name in by_name:
             rates = samples[name, threads]["rate"]
-            rate = median(rates)
-            ratios = [fmt_ratio(rate, base[b]) if b in base else "-" for b in baselines]
+            ratios = [fmt_ratio(samples, name, b, threads) for b in baselines]
             rows.append(
-                [threads, name, fmt_rate(rate), fmt_spread(rates), *ratios, f"{trips[name]:.2f}"]
+                [
+                    threads,
+                    name,
+                    fmt_rate(median(rates)),
+                    fmt_spread(rates),
+                    *ratios,
+                    f"{trips[name]:.2f}",
+                ]
             )
     headers = [
         "threads",
@@ -472,6 +507,8 @@ def db_throughput_main(
     for name, t in trips.items():
         if abs(t - 1.0) > 0.01:
             notes.append(f"warning: {name} makes {t:.2f} round trips per checkout (expected 1)")
+    if repeated:
+        notes.append("runs repeated after an error: " + "; ".join(repeated))
     for note in notes:
         print(f"\n{note}")
     return 0

@@ -64,7 +64,13 @@ def mariadb() -> Database:
 
 
 def main() -> int:
-    return db_throughput_main(__doc__, mariadb, COMMON_DB_CONTENDERS, baselines=["bare LifoQueue"])
+    return db_throughput_main(
+        __doc__,
+        f"MariaDB at {HOST}:{PORT}",
+        mariadb,
+        COMMON_DB_CONTENDERS,
+        baselines=["bare LifoQueue"],
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ def main() -> int:
 
     rows = []
     for threads in args.threads:
-        sketch = median(samples[SKETCH, threads]["rate"]) if (SKETCH, threads) in samples else 0.0
         for name in names:
             rates = samples[name, threads]["rate"]
             rows.append(
@@ -61,7 +60,7 @@ def main() -> int:
                     name,
                     fmt_rate(median(rates)),
                     fmt_spread(rates),
-                    fmt_ratio(median(rates), sketch),
+                    fmt_ratio(samples, name, SKETCH, threads),
                 ]
             )
     print(f"### Pool overhead: checkout + return on a null connection, pool of {LIMIT}")

@@ -84,8 +84,10 @@ def open_psycopg_pool(db: Database) -> Opened:
 
     def op() -> None:
         c = getconn()
-        query(c)
-        putconn(c)
+        try:
+            query(c)
+        finally:
+            putconn(c)
 
     raw = prefill(getconn, putconn, lambda c: c)
     return Opened(op, raw, pool.close)
@@ -100,7 +102,11 @@ CONTENDERS = [
 
 def main() -> int:
     return db_throughput_main(
-        __doc__, postgres, CONTENDERS, baselines=["bare LifoQueue", "psycopg_pool"]
+        __doc__,
+        f"PostgreSQL at {HOST}:{PORT}",
+        postgres,
+        CONTENDERS,
+        baselines=["bare LifoQueue", "psycopg_pool"],
     )
 
 

@@ -17,6 +17,7 @@ from dbpool.events import Events
 from dbpool.exc import (
     ArgumentError,
     ConfigError,
+    ProgrammingError,
     ResourceClosedError,
     is_dbapi_error,
     wrap_dbapi_error,
@@ -24,7 +25,7 @@ from dbpool.exc import (
 from dbpool.histogram import QUERY_BUCKETS, Histogram
 from dbpool.lifecycle import ExitHooks
 from dbpool.metrics import Metrics
-from dbpool.pool import PoolStatus, QueuePool, _Record
+from dbpool.pool import INHERITED_AFTER_FORK, PoolStatus, QueuePool, _Record
 from dbpool.result import Result
 from dbpool.sql import TextClause
 from dbpool.url import URL, make_url
@@ -34,6 +35,7 @@ _monotonic = time.monotonic
 _getframe = sys._getframe
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+_PARAMETER_ERRORS = (KeyError, TypeError)
 Hook = TypeVar("Hook", bound=Callable[[], object])
 
 
@@ -171,6 +173,8 @@ class Connection:
     def _live_record(self) -> _Record:
         record = self._record
         if record is not None:
+            if self._engine.pool.inherited(record):
+                raise ResourceClosedError(INHERITED_AFTER_FORK)
             return record
         if self._closed:
             raise ResourceClosedError("This Connection is closed")
@@ -242,7 +246,18 @@ class Connection:
             with suppress(Exception):
                 cursor.close()
         if not is_dbapi_error(exc):
-            raise exc
+            if params is None or not isinstance(exc, _PARAMETER_ERRORS):
+                raise exc
+            # PyMySQL formats parameters in Python and rejects bad ones with KeyError (a
+            # missing name) or TypeError (a value it cannot send): PEP 249 calls that a
+            # ProgrammingError, as psycopg and sqlite3 do.
+            raise ProgrammingError(
+                f"The driver rejected the parameters: ({type(exc).__module__}."
+                f"{type(exc).__name__}) {exc}\n[SQL: {sql}]",
+                orig=exc,
+                statement=sql,
+                params=params,
+            ) from exc
         disconnect = self._dialect.is_disconnect(exc)
         if disconnect:
             self._invalidate(exc, disconnect=True)
@@ -301,6 +316,9 @@ class Connection:
         self._closed = True
         record, self._record = self._record, None
         if record is None:
+            return
+        if self._engine.pool.inherited(record):  # the parent's socket: send nothing on it
+            self._engine.pool.checkin(record)
             return
         conn = record.dbapi_connection
         try:
@@ -438,7 +456,17 @@ def _show_echo_output() -> None:
     the ``dbpool`` logger, and a stderr handler unless some handler would print it."""
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
-    if not logger.hasHandlers():
+    if not _has_output(logger):
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger.addHandler(handler)
+
+
+def _has_output(log: logging.Logger | None) -> bool:
+    """Whether a record logged on ``log`` reaches a handler that prints (the library's own
+    NullHandler does not)."""
+    while log is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in log.handlers):
+            return True
+        log = log.parent if log.propagate else None
+    return False

@@ -37,7 +37,7 @@ class Janitor:
         self.due = -math.inf
         name = f"dbpool-janitor-{next(_numbers)}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        weakref.finalize(pool, self._pool_collected)
+        self._finalizer = weakref.finalize(pool, self._pool_collected)
 
     def start(self) -> None:
         self._thread.start()
@@ -49,6 +49,7 @@ class Janitor:
 
     def stop(self) -> None:
         """Stop the thread and wait for it (unless called from the janitor itself)."""
+        self._finalizer.detach()  # else a pool disposed and restarted often piles them up
         with self._lock:
             self._stopped = True
             self._cond.notify()

@@ -79,8 +79,7 @@ class ExitHooks:
                     fn()
                 except Exception:
                     logger.exception(
-                        "dbpool: before_exit hook %r of %r raised; the other hooks and the "
-                        "disposal go on",
+                        "before_exit hook %r of %r raised; the other hooks and the disposal go on",
                         fn,
                         owner,
                     )
@@ -108,7 +107,7 @@ def dispose_all() -> None:
         try:
             engine.dispose()
         except Exception:
-            logger.exception("dbpool: disposing %r at exit failed", engine)
+            logger.exception("disposing %r at exit failed", engine)
 
 
 def _install_signal_handlers() -> None:

@@ -67,6 +67,11 @@ _BACKOFF_CAP = 2.0
 # closes (and so never disturbs) sockets the parent is still using.
 _inherited_after_fork: list[Any] = []
 _live_pools: weakref.WeakSet[QueuePool] = weakref.WeakSet()
+INHERITED_AFTER_FORK = (
+    "This connection was checked out before os.fork(): it belongs to the parent process, "
+    "and using it here would interleave with the parent on the same socket. Check out a "
+    "new one in this process."
+)
 
 
 @dataclass(frozen=True)
@@ -442,7 +447,8 @@ class QueuePool:
                 self._discard(record)
                 raise
             else:
-                record.generation = self._generation
+                if record.generation >= self._retire_below:  # clears suspicion, not a dispose
+                    record.generation = self._generation
                 return record
         else:
             return record
@@ -462,6 +468,9 @@ class QueuePool:
         (``pool_timeout=0``) or with ``retry=False`` the first failure is raised.
         """
         delay = _BACKOFF_FIRST
+        # Taken before connecting: a connection whose connect spans a dispose() belongs to
+        # the disposed generation and is closed when returned, like any checked-out one.
+        generation = self._generation
         while True:
             try:
                 conn = self._creator()
@@ -484,7 +493,7 @@ class QueuePool:
         # A little negative jitter so connections opened together do not expire together.
         expires_at = now + lifetime * (1 - 0.1 * random.random()) if lifetime else _INF
         with self._lock:
-            record = _Record(conn, now, expires_at, self._generation, self._epoch)
+            record = _Record(conn, now, expires_at, generation, self._epoch)
             record.owner = self
             self._records.add(record)
             self._connecting -= 1
@@ -593,9 +602,7 @@ class QueuePool:
         try:
             self._close(record.dbapi_connection)
         except Exception:  # a close that raises (driver or custom hook) must not cost a slot
-            logger.debug(
-                "closing a connection failed; it is discarded anyway", exc_info=True
-            )
+            logger.debug("closing a connection failed; it is discarded anyway", exc_info=True)
         with self._lock:
             self._closed_total += 1
         logger.debug("closed a connection (%s)", self.name or "pool")
@@ -677,8 +684,8 @@ class QueuePool:
     def orphaned(self, record: _Record, code: CodeType | None, line: int) -> None:
         """A checked-out connection was garbage-collected: reclaim its slot.
 
-        This runs inside ``__del__``, possibly while this very thread holds the pool lock,
-        so it only queues the record; the next slow-path checkout or the janitor closes it.
+        This runs inside ``__del__``, possibly while this very thread holds the pool lock
+        (the garbage collector can run anywhere), so it never blocks on the lock.
         """
         where = f" (checked out at {code.co_filename}:{line})" if code else ""
         warnings.warn(
@@ -700,6 +707,12 @@ class QueuePool:
                 janitor.wake_locked()
             self._lock.release()
             self._reclaim_orphans()
+        else:
+            # Collected inside a critical section: a helper reclaims once the lock is free,
+            # so a waiter never waits for a slot that nobody would free.
+            threading.Thread(
+                target=self._reclaim_orphans, name="dbpool-reclaim", daemon=True
+            ).start()
 
     def _reclaim_orphans(self) -> None:
         while self._orphans:
@@ -708,6 +721,10 @@ class QueuePool:
             except IndexError:
                 return
             self._discard(record)
+
+    def inherited(self, record: _Record) -> bool:
+        """Whether ``record`` was checked out in the parent before this process forked."""
+        return record.epoch != self._epoch
 
     def _after_fork_in_child(self) -> None:
         # The parent's lock may be held by a thread that does not exist in the child, and
@@ -754,6 +771,8 @@ class PooledConnection:
         record = self._record
         if record is None:
             raise ResourceClosedError("This connection has been returned to the pool")
+        if record.epoch != self._pool._epoch:
+            raise ResourceClosedError(INHERITED_AFTER_FORK)
         return record.dbapi_connection
 
     @property

@@ -27,6 +27,12 @@ _EXPECTED = "expected dialect[+driver]://user:password@host:port/database"
 _HOST_FORBIDDEN = frozenset("/?@[]")
 _FIELDS = frozenset(("drivername", "username", "password", "host", "port", "database", "query"))
 _PASSWORD_HINT = "percent-encode ':', '@', '/', '?' and '%' in the user name and password"
+# Query values can carry secrets too: a password parameter (``sslpassword=``) or a raw
+# ODBC connection string (``odbc_connect=...;PWD=...``); both are masked when shown.
+_SECRET_NAME = re.compile(r"(?i)(?:password|passwd|pwd|secret)$")
+_SECRET_IN_VALUE = re.compile(
+    r"(?i)((?:^|;)\s*[^;=]*(?:password|passwd|pwd|secret)\s*=)(\{(?:[^}]|\}\})*(?:\}|$)|[^;]*)"
+)
 
 
 def _empty_query() -> Mapping[str, str]:
@@ -134,7 +140,10 @@ class URL:
             # Only '?' and '%' are special in the path; keep file paths readable.
             parts.append("/" + quote(self.database, safe="/:@+,="))
         if self.query:
-            parts.append("?" + urlencode(list(self.query.items())))
+            items = list(self.query.items())
+            if hide_password:
+                items = [(k, "***" if _SECRET_NAME.search(k) else hide_secrets(v)) for k, v in items]
+            parts.append("?" + urlencode(items, safe="*" if hide_password else ""))
         return "".join(parts)
 
     def __str__(self) -> str:
@@ -195,6 +204,12 @@ class URL:
         return dataclasses.replace(
             self, query={k: v for k, v in self.query.items() if k not in drop}
         )
+
+
+def hide_secrets(text: str) -> str:
+    """``text`` with the value of each ``...PWD=``, ``...Password=`` or ``...Secret=`` pair of
+    a connection string (braced or not) shown as ``***``."""
+    return _SECRET_IN_VALUE.sub(r"\1***", text)
 
 
 def make_url(name_or_url: str | URL) -> URL:

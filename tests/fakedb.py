@@ -92,7 +92,9 @@ class FakeDB:
     """The driver module, its failure switches and its counters."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage-collected connection may be closed by the pool from inside
+        # any allocation, even one made while this thread holds the lock.
+        self._lock = threading.RLock()
         self._numbers = itertools.count(1)
         # Failure switches.
         self.fail_connects = 0  # how many of the next connect() calls raise

@@ -107,6 +107,8 @@ logfile = {directory}/pgbouncer.log
 log_connections = 0
 log_disconnections = 0
 query_wait_timeout = 60
+# Check a server connection before every reuse: other tests restart PostgreSQL.
+server_check_delay = 0
 """
 
 

@@ -14,8 +14,8 @@ import pytest
 import dbpool
 from dbpool import (
     ArgumentError,
-    Connection,
     ConnectError,
+    Connection,
     DBAPIError,
     Engine,
     IntegrityError,

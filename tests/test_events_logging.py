@@ -194,11 +194,11 @@ def test_log_levels_for_start_opens_closes_timeouts_and_invalidations(
 
     assert messages(caplog, logging.INFO) == ["Starting a sqlite pool with 1 connections"]
     debug = messages(caplog, logging.DEBUG)
-    assert any(m.startswith("dbpool: opened a connection") for m in debug)
-    assert any(m.startswith("dbpool: closed a connection") for m in debug)
+    assert any(m.startswith("opened a connection") for m in debug)
+    assert any(m.startswith("closed a connection") for m in debug)
     warnings = messages(caplog, logging.WARNING)
     assert any("Timed out fetching a new connection" in m for m in warnings)
-    assert any(m.startswith("dbpool: invalidating a connection") for m in warnings)
+    assert any(m.startswith("invalidating a connection") for m in warnings)
 
 
 def test_the_janitor_logs_evictions_at_debug(
@@ -271,7 +271,7 @@ def test_echo_prints_sql_to_stderr_with_no_logging_configured() -> None:
     lines = stderr.splitlines()
     echoed = [line for line in lines if "SELECT 'echoed' AS marker" in line]
     assert len(echoed) == 1, stderr
-    assert " INFO " in echoed[0]
+    assert " INFO dbpool SELECT 'echoed'" in echoed[0]
     assert not any("not echoed" in line for line in lines)
     assert any("Starting a sqlite pool" in line for line in lines)
     assert PASSWORD not in stderr
@@ -290,5 +290,5 @@ def test_echo_uses_the_applications_logging_when_there_is_some() -> None:
     """
     )
     assert status == 0, stderr
-    assert "app: dbpool: SELECT 'echoed'" in stdout
+    assert "app: SELECT 'echoed'" in stdout
     assert "SELECT" not in stderr, "no second handler next to the application's"

@@ -100,9 +100,7 @@ def test_using_a_connection_restarts_its_idle_clock(db: FakeDB, make_pool: MakeP
     assert wait_for(lambda: db.live == 0, timeout=10)
 
 
-def test_idle_connections_past_their_lifetime_are_retired(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_idle_connections_past_their_lifetime_are_retired(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(max_idle_connection_lifetime=0, max_connection_lifetime=0.3)
     pool.connect().close()
     opened = time.monotonic()
@@ -181,6 +179,17 @@ def test_dispose_stops_and_joins_the_thread(make_pool: MakePool) -> None:
     thread = janitor_thread(pool)
     pool.dispose()
     assert not thread.is_alive()  # joined before dispose returned
+
+
+def test_restarting_a_pool_does_not_accumulate_janitors(make_pool: MakePool) -> None:
+    from dbpool.janitor import Janitor
+
+    pool = make_pool()
+    for _ in range(20):
+        pool.connect().close()
+        pool.dispose()
+    gc.collect()
+    assert sum(isinstance(o, Janitor) for o in gc.get_objects()) <= 1
 
 
 def test_the_janitor_holds_only_a_weak_reference(db: FakeDB) -> None:
@@ -269,9 +278,7 @@ def test_busy_traffic_does_not_wake_the_janitor(
     assert sweeps[0] <= 3
 
 
-def test_the_janitor_is_woken_early_for_a_lost_connection(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_the_janitor_is_woken_early_for_a_lost_connection(db: FakeDB, make_pool: MakePool) -> None:
     import warnings
 
     pool = make_pool(connection_limit=1)

@@ -492,7 +492,8 @@ def test_a_signal_while_waiting_inside_the_pool_is_handled_without_deadlock(
 ) -> None:
     # The main thread is stopped inside dbpool (waiting for a connection), where it could
     # hold a pool lock the disposal needs: the hooks run in another thread, the waiter
-    # gets PoolDisposedError, and the signal is then delivered again to stop the process.
+    # is woken with PoolDisposedError, and the signal is delivered again to stop the
+    # process (which may happen before the script gets to print the error).
     script = Script(
         """
     import threading, time
@@ -523,7 +524,8 @@ def test_a_signal_while_waiting_inside_the_pool_is_handled_without_deadlock(
     script.send(signal.SIGTERM)
     code = script.finish()
     assert code == -signal.SIGTERM, script.stderr
-    assert script.lines == ["waiting", "hook ran in dbpool-before-exit", "PoolDisposedError"]
+    assert script.lines[:2] == ["waiting", "hook ran in dbpool-before-exit"]
+    assert script.lines[2:] in ([], ["PoolDisposedError"])
 
 
 @POSIX_SIGNALS

@@ -205,6 +205,34 @@ def test_gc_connection_in_a_reference_cycle_is_reclaimed(janitor: bool) -> None:
     pool.dispose()
 
 
+def test_gc_inside_the_pools_critical_section_still_frees_the_slot_for_a_waiter() -> None:
+    """The collector can run while the collecting thread holds the pool lock (an allocation
+    inside the pool's critical section triggers it). The orphan's slot must still reach a
+    waiter that is already queued, with no janitor and no new caller to notice it."""
+    driver = FakeDriver()
+    pool = new_pool(driver, connection_limit=1, pool_timeout=0, max_idle_connection_lifetime=0)
+    holder: dict[str, Any] = {"conn": pool.connect()}
+    waiter = threading.Thread(target=lambda: results.extend(run_in_thread(_checkout_and_return)))
+    results: list[Any] = []
+
+    def _checkout_and_return() -> bool:
+        with pool.connect():
+            return True
+
+    waiter.start()
+    assert wait_until(lambda: pool.status().waiting == 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pool._lock:  # as if the collector ran inside the pool's critical section
+            holder.clear()
+    waiter.join(20)
+    assert results == [True]
+    assert wait_until(lambda: pool.status().busy == 0)
+    assert_whole(pool, open_=1)
+    assert driver.live == 1
+    pool.dispose()
+
+
 # -- leak detection ------------------------------------------------------------------------
 
 

@@ -18,8 +18,8 @@ import pytest
 import dbpool.pool as pool_module
 from dbpool import (
     ConfigError,
-    PooledConnection,
     PoolDisposedError,
+    PooledConnection,
     PoolTimeoutError,
     QueuePool,
     ResourceClosedError,
@@ -687,9 +687,7 @@ def test_dispose_closes_idle_now_and_checked_out_on_return(
     assert pool.status().open == 0
 
 
-def test_dispose_fails_waiters_and_the_pool_stays_usable(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_dispose_fails_waiters_and_the_pool_stays_usable(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1, pool_timeout=30)
     held = pool.connect()
     errors: list[BaseException] = []
@@ -780,6 +778,49 @@ def test_a_slow_ping_force_closed_by_dispose_keeps_the_slot_count(
     assert status.open == db.live == 1, (status, db.live)
     got[0].close()
     assert_consistent(pool, db, busy=0)
+
+
+def test_a_connection_pinged_across_a_dispose_is_still_retired(
+    db: FakeDB, make_pool: MakePool
+) -> None:
+    # A checkout took an idle connection just before dispose() and pings it: passing the
+    # ping must not make it a connection of the new generation.
+    pinging = threading.Event()
+    release = threading.Event()
+
+    def slow_ping(conn: FakeConnection) -> None:
+        pinging.set()
+        release.wait(10)
+
+    pool = make_pool(connection_limit=1, ping=slow_ping, pre_ping=0)
+    pool.connect().close()
+    got: list[PooledConnection] = []
+    thread = start_thread(lambda: got.append(pool.connect()))
+    assert pinging.wait(5)
+    pool.dispose()
+    release.set()
+    join_all([thread])
+    driver_conn = got[0].driver_connection
+    got[0].close()
+    assert driver_conn.closed  # returned after dispose: closed, not parked
+    assert_consistent(pool, db, busy=0)
+    assert pool.status().open == 0
+
+
+def test_a_connection_opened_across_a_dispose_is_retired(db: FakeDB, make_pool: MakePool) -> None:
+    db.connect_delay = 0.3
+    pool = make_pool(connection_limit=1)
+    got: list[PooledConnection] = []
+    thread = start_thread(lambda: got.append(pool.connect()))
+    assert wait_for(lambda: db.connects_attempted == 1)
+    pool.dispose()  # while the connect is in flight
+    join_all([thread])
+    driver_conn = got[0].driver_connection
+    got[0].close()
+    assert driver_conn.closed
+    assert_consistent(pool, db, busy=0)
+    with pool.connect():  # and the pool starts afresh
+        assert pool._janitor is not None
 
 
 # -- status and events ------------------------------------------------------------------
@@ -881,9 +922,7 @@ def test_a_garbage_collected_connection_is_reclaimed(db: FakeDB, make_pool: Make
         pass
 
 
-def test_a_garbage_collected_connection_unblocks_a_waiter(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_a_garbage_collected_connection_unblocks_a_waiter(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1, pool_timeout=10)
     holder: list[PooledConnection] = [pool.connect()]
     got: list[PooledConnection] = []
@@ -898,9 +937,7 @@ def test_a_garbage_collected_connection_unblocks_a_waiter(
     assert_consistent(pool, db, busy=0)
 
 
-def test_returning_twice_raises_without_corrupting_counts(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_returning_twice_raises_without_corrupting_counts(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=2)
     conn = pool.connect()
     conn.close()
@@ -988,9 +1025,7 @@ def test_pooled_connection_proxies_the_driver_connection(make_pool: MakePool) ->
     assert "returned" in repr(conn)
 
 
-def test_a_custom_close_that_raises_still_frees_the_slot(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_a_custom_close_that_raises_still_frees_the_slot(db: FakeDB, make_pool: MakePool) -> None:
     def bad_close(conn: FakeConnection) -> None:
         conn.close()
         raise RuntimeError("close failed")
@@ -1003,9 +1038,7 @@ def test_a_custom_close_that_raises_still_frees_the_slot(
         pass
 
 
-def test_a_driver_close_that_raises_still_frees_the_slot(
-    db: FakeDB, make_pool: MakePool
-) -> None:
+def test_a_driver_close_that_raises_still_frees_the_slot(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1)
     conn = pool.connect()
     db.close_error = True

@@ -108,7 +108,5 @@ class PoolMachine(RuleBasedStateMachine):
         assert self.pool.status().timeouts_total == self.timeouts
 
 
-PoolMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=30, deadline=None
-)
+PoolMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 TestPoolMachine = PoolMachine.TestCase

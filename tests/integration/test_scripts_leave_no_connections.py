@@ -103,7 +103,7 @@ def test_a_with_block_script_leaves_no_connections(
         use_three(engine)
     print("disposed", flush=True)
     sys.stdin.readline()
-    """.replace("\n    def", "\n    def", 1)
+    """
     )
     script.expect("three in use")
     assert server.wait_for_connections(app, 3) == 3
