@@ -43,6 +43,7 @@ class Run:
     counts: list[int]
     seconds: float
     deadline: float  # time.perf_counter() value
+    cpu_per_op: float  # process CPU seconds per operation, all threads (this process only)
 
     @property
     def rate(self) -> float:
@@ -58,12 +59,15 @@ def run_threads(make_op: Callable[[int], Op], threads: int, seconds: float) -> R
     not counted (each thread's last operation is the one that crosses it).
     """
     deadline = [0.0]
+    cpu_start = [0.0]
 
     def start() -> None:
+        cpu_start[0] = time.process_time()
         deadline[0] = time.perf_counter() + seconds
 
     barrier = threading.Barrier(threads, action=start)
     counts = [0] * threads
+    done = [0] * threads  # including each thread's last operation
     errors: list[BaseException] = []
 
     def worker(i: int) -> None:
@@ -87,6 +91,7 @@ def run_threads(make_op: Callable[[int], Op], threads: int, seconds: float) -> R
         except BaseException as exc:
             errors.append(exc)
         counts[i] = max(n - 1, 0)
+        done[i] = n
 
     gc.collect()
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
@@ -94,9 +99,10 @@ def run_threads(make_op: Callable[[int], Op], threads: int, seconds: float) -> R
         t.start()
     for t in pool:
         t.join()
+    cpu = time.process_time() - cpu_start[0]
     if errors:
         raise errors[0]
-    return Run(counts, seconds, deadline[0])
+    return Run(counts, seconds, deadline[0], cpu / max(sum(done), 1))
 
 
 def sweep(
@@ -454,10 +460,11 @@ def db_throughput_main(
             notes.append(f"skipped {name}: {exc}")
             del by_name[name]
 
-    def run_once(name: str, threads: int) -> float:
+    def run_once(name: str, threads: int) -> dict[str, float]:
         opened = by_name[name].open(db)
         try:
-            return run_threads(lambda _: opened.op, threads, args.seconds).rate
+            run = run_threads(lambda _: opened.op, threads, args.seconds)
+            return {"rate": run.rate, "cpu": run.cpu_per_op}
         finally:
             with contextlib.suppress(Exception):
                 opened.close()
@@ -469,12 +476,12 @@ def db_throughput_main(
         # is repeated with a fresh pool, at most twice; a note under the table says so.
         for _ in range(2):
             try:
-                return {"rate": run_once(name, threads)}
+                return run_once(name, threads)
             except Exception as exc:
                 repeated.append(f"{name} at {threads} threads ({type(exc).__name__})")
                 progress(f"  run failed ({exc!r}); repeating it")
                 time.sleep(RETRY_PAUSE)
-        return {"rate": run_once(name, threads)}
+        return run_once(name, threads)
 
     samples = sweep(list(by_name), args.threads, args.rounds, measure)
 
@@ -490,6 +497,7 @@ def db_throughput_main(
                     fmt_rate(median(rates)),
                     fmt_spread(rates),
                     *ratios,
+                    f"{median(samples[name, threads]['cpu']) * 1e6:.0f}",
                     f"{trips[name]:.2f}",
                 ]
             )
@@ -499,6 +507,7 @@ def db_throughput_main(
         "queries/s",
         "min / max",
         *(f"vs {b}" for b in baselines),
+        "client CPU µs/query",
         "round trips/checkout",
     ]
     print(f"### {db.name}: `{SQL}` per checkout, autocommit, pool of {LIMIT}, pinned to CPU 0")

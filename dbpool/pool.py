@@ -17,6 +17,7 @@ How it works, in one screen:
 
 from __future__ import annotations
 
+import _thread
 import logging
 import math
 import os
@@ -697,6 +698,10 @@ class QueuePool:
         if record.epoch != self._epoch:
             _inherited_after_fork.append(record)
             return
+        if sys.is_finalizing():
+            # The process is ending and its sockets close with it. The lock may be held
+            # forever by a daemon thread (the janitor) that the shutdown froze: never wait.
+            return
         self._orphans.append(record)
         # A free lock means this thread is not inside the pool's critical section: reclaim
         # now, so a waiter gets the slot at once. Otherwise the janitor or the next
@@ -709,10 +714,10 @@ class QueuePool:
             self._reclaim_orphans()
         else:
             # Collected inside a critical section: a helper reclaims once the lock is free,
-            # so a waiter never waits for a slot that nobody would free.
-            threading.Thread(
-                target=self._reclaim_orphans, name="dbpool-reclaim", daemon=True
-            ).start()
+            # so a waiter never waits for a slot that nobody would free. A bare thread:
+            # threading.Thread.start() waits for the thread and takes threading's own lock,
+            # either of which could deadlock here.
+            _thread.start_new_thread(self._reclaim_orphans, ())
 
     def _reclaim_orphans(self) -> None:
         while self._orphans:

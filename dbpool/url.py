@@ -142,8 +142,10 @@ class URL:
         if self.query:
             items = list(self.query.items())
             if hide_password:
-                items = [(k, "***" if _SECRET_NAME.search(k) else hide_secrets(v)) for k, v in items]
-            parts.append("?" + urlencode(items, safe="*" if hide_password else ""))
+                items = [
+                    (k, "***" if _SECRET_NAME.search(k) else hide_secrets(v)) for k, v in items
+                ]
+            parts.append("?" + urlencode(items))
         return "".join(parts)
 
     def __str__(self) -> str:

@@ -17,6 +17,9 @@ POSTGRES_URL = os.environ.get(
 )
 MYSQL_URL = os.environ.get("DBPOOL_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REQUIRE_DATABASES = os.environ.get("DBPOOL_REQUIRE_DATABASES") == "1"
+# unixODBC driver names (odbcinst -q -d) for the ODBC tests, Debian's by default.
+ODBC_POSTGRES_DRIVER = os.environ.get("DBPOOL_TEST_ODBC_POSTGRES_DRIVER", "PostgreSQL Unicode")
+ODBC_MARIADB_DRIVER = os.environ.get("DBPOOL_TEST_ODBC_MARIADB_DRIVER", "MariaDB Unicode")
 
 
 @lru_cache(maxsize=None)
@@ -49,3 +52,16 @@ def need_module(name: str) -> None:
         if REQUIRE_DATABASES:
             pytest.fail(f"driver {name} is not installed and DBPOOL_REQUIRE_DATABASES=1")
         pytest.skip(f"driver {name} is not installed")
+
+
+def need_odbc_driver(name: str) -> None:
+    """Skip (or fail under DBPOOL_REQUIRE_DATABASES=1) unless pyodbc is installed and the
+    ODBC driver manager has a driver registered under ``name``."""
+    need_module("pyodbc")
+    import pyodbc
+
+    if name not in pyodbc.drivers():
+        reason = f"ODBC driver {name!r} is not registered (odbcinst -q -d)"
+        if REQUIRE_DATABASES:
+            pytest.fail(f"{reason} and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(reason)

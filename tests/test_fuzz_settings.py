@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from dbpool import URL, ConfigError, EngineConfig, QueuePool, create_engine
 from dbpool.config import SETTINGS
+from dbpool.engine import ENGINE_KEYWORDS
 
 SECRET = "S3cr3t-Pw!"
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,9 +136,15 @@ def test_fuzz_create_engine_keywords(base: str, kwargs: dict[str, Any]) -> None:
 @FUZZ
 @given(name=st.text(), value=KEYWORD_VALUES)
 def test_fuzz_unknown_keywords(name: str, value: Any) -> None:
-    assume(name not in SETTINGS and name not in ("connect_args", "creator", "echo"))
+    assume(name not in SETTINGS and name not in ENGINE_KEYWORDS)
     with pytest.raises(ConfigError, match="unknown keyword argument"):
         create_engine(BASES[-1], **{name: value})
+
+
+@FUZZ
+@given(value=KEYWORD_VALUES | st.dictionaries(st.text(), st.text() | KEYWORD_VALUES, max_size=3))
+def test_fuzz_metrics_labels(value: Any) -> None:
+    engine_or_config_error(BASES[0], metrics_labels=value)
 
 
 POOL_KEYWORDS = (

@@ -461,6 +461,27 @@ def test_reset_failing_on_checkin_keeps_the_slot(failure: BaseException) -> None
     pool.dispose()
 
 
+def test_keyboard_interrupt_during_pre_ping_keeps_the_slot() -> None:
+    driver = FakeDriver()
+    interrupt = [True]
+
+    def ping(conn: FakeConnection) -> None:
+        if interrupt.pop() if interrupt else False:
+            raise KeyboardInterrupt
+
+    pool = QueuePool(driver.connect, connection_limit=1, pool_timeout=2, ping=ping, pre_ping=0)
+    with pool.connect() as conn:
+        first = conn.driver_connection
+    with pytest.raises(KeyboardInterrupt):
+        pool.connect()  # interrupted mid-ping: the connection's state is unknown
+    assert first.closed
+    assert_whole(pool, open_=0)
+    with pool.connect() as conn:
+        assert conn.driver_connection is not first
+    assert_whole(pool, open_=1)
+    pool.dispose()
+
+
 def test_driver_close_failing_keeps_the_slot() -> None:
     driver = FakeDriver()
     pool = new_pool(driver, connection_limit=1)

@@ -36,7 +36,15 @@ import pytest
 
 import dbpool
 from dbpool import make_url
-from tests.servers import MYSQL_URL, POSTGRES_URL, need, need_module
+from tests.servers import (
+    MYSQL_URL,
+    ODBC_MARIADB_DRIVER,
+    ODBC_POSTGRES_DRIVER,
+    POSTGRES_URL,
+    need,
+    need_module,
+    need_odbc_driver,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class Target:
     bad_sql_error: type[dbpool.DBAPIError] = dbpool.ProgrammingError
     # Whether cursor.rowcount counts the rows a SELECT returned (PEP 249 allows -1).
     select_rowcount: bool = True
+    # Whether rowcount after executemany is the total (pyodbc reports -1, as PEP 249 allows).
+    executemany_rowcount: bool = True
 
     def __str__(self) -> str:
         return self.id
@@ -118,4 +128,63 @@ TARGETS: list[Target] = [
     Target(id="postgresql", url=_postgresql, driver_in_transaction=_psycopg_in_transaction),
     Target(id="pgbouncer", url=_pgbouncer, driver_in_transaction=_psycopg_in_transaction),
     Target(id="mysql", url=_mysql, driver_in_transaction=_pymysql_in_transaction),
+]
+
+
+# -- ODBC: pyodbc over unixODBC, through Debian's drivers, to the same servers -------------
+
+
+def odbc_url(server_url: str, driver: str) -> str:
+    """A postgresql:// or mysql:// test URL as an odbc:// URL through ``driver``."""
+    url = make_url(server_url).set(drivername="odbc", query={"driver": driver})
+    return url.render_as_string(hide_password=False)
+
+
+def _odbc_postgresql(request: pytest.FixtureRequest) -> str:
+    need_odbc_driver(ODBC_POSTGRES_DRIVER)
+    need(POSTGRES_URL)
+    return odbc_url(POSTGRES_URL, ODBC_POSTGRES_DRIVER)
+
+
+def _odbc_mariadb(request: pytest.FixtureRequest) -> str:
+    need_odbc_driver(ODBC_MARIADB_DRIVER)
+    need(MYSQL_URL)
+    return odbc_url(MYSQL_URL, ODBC_MARIADB_DRIVER)
+
+
+def _psqlodbc_in_transaction(conn: Any) -> bool:
+    # pyodbc cannot tell. With autocommit off psqlODBC sends BEGIN in the same message as
+    # any statement, so now() (when the transaction began) equals statement_timestamp()
+    # exactly when this probe began it; that transaction is rolled back again.
+    cursor = conn.cursor()
+    began_earlier = bool(
+        cursor.execute("VALUES ((now() <> statement_timestamp())::int)").fetchval()
+    )
+    cursor.close()
+    if not began_earlier and not conn.autocommit:
+        conn.rollback()
+    return began_earlier
+
+
+def _mariadb_odbc_in_transaction(conn: Any) -> bool:
+    cursor = conn.cursor()
+    try:
+        return bool(cursor.execute("SELECT @@in_transaction").fetchval())  # opens none
+    finally:
+        cursor.close()
+
+
+TARGETS += [
+    Target(
+        id="odbc-postgresql",
+        url=_odbc_postgresql,
+        driver_in_transaction=_psqlodbc_in_transaction,
+        executemany_rowcount=False,  # pyodbc's executemany reports -1
+    ),
+    Target(
+        id="odbc-mariadb",
+        url=_odbc_mariadb,
+        driver_in_transaction=_mariadb_odbc_in_transaction,
+        executemany_rowcount=False,
+    ),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -62,10 +63,12 @@ def server_pids(url: str) -> set[int]:
 def wait_for_child(pid: int, timeout: float = 60) -> int:
     """The child's exit status; kills it (and fails) if it does not end in time."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -90,10 +93,15 @@ def in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             os._exit(code)
     os.close(write_end)
     chunks = []
-    with os.fdopen(read_end, "rb") as pipe:
-        while chunk := pipe.read(65536):
-            chunks.append(chunk)
-    assert wait_for_child(pid) == 0, chunks
+    deadline = time.monotonic() + 60
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while time.monotonic() < deadline:
+            if select.select([pipe], [], [], 0.1)[0]:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    assert wait_for_child(pid, max(5.0, deadline - time.monotonic())) == 0, chunks
     payload = json.loads(b"".join(chunks))
     assert "error" not in payload, payload["error"]
     result: dict[str, Any] = payload["result"]
