@@ -220,23 +220,28 @@ class Connection:
         if engine.echo:
             logger.info("%s", sql)
         start = _monotonic()
-        cursor = None
+        dialect = self._dialect
+        # One cursor per pooled connection, kept across checkouts: results are fetched
+        # eagerly, so a cursor is free again once a statement returns, and making one
+        # costs microseconds on the hot path. A failed statement throws it away.
+        cursor = record.cursor
         try:
-            if not self._in_transaction and not self._dialect.autocommit:
-                self._dialect.do_begin(dbapi_connection)
+            if not self._in_transaction and not dialect.autocommit:
+                dialect.do_begin(dbapi_connection)
                 self._in_transaction = True
-            cursor = dbapi_connection.cursor()
+            if cursor is None:
+                cursor = record.cursor = dbapi_connection.cursor()
             if many:
                 cursor.executemany(sql, params)
             elif params is None:
                 cursor.execute(sql)
             else:
                 cursor.execute(sql, params)
-            result = Result(cursor)
+            result = Result(cursor, dialect.column_names(cursor))
         except Exception as exc:
+            record.cursor = None
             self._handle_error(exc, record, sql, params, cursor)
             raise  # not reached: _handle_error raises
-        cursor.close()
         engine.query_histogram.observe(_monotonic() - start)
         return result
 

@@ -136,7 +136,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _inside_dbpool(frame):
         # This thread was stopped inside dbpool, perhaps holding a pool lock that the
         # hooks and the disposal need: do them in another thread, let this one go on to
-        # release it, and have the signal delivered again once they are done.
+        # release it, and have the signal delivered again once they are done. That can
+        # happen anywhere after the disposal, even before a waiter it woke has raised.
         threading.Thread(
             target=_dispose_then_resend, args=(signum,), name="dbpool-before-exit", daemon=True
         ).start()

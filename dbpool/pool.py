@@ -101,6 +101,7 @@ class _Record:
         "checked_out_at",
         "closed",
         "created_at",
+        "cursor",
         "dbapi_connection",
         "epoch",
         "expires_at",
@@ -115,6 +116,7 @@ class _Record:
     def __init__(self, dbapi_connection: Any, now: float, expires_at: float, generation: int,
                  epoch: int) -> None:  # fmt: skip
         self.dbapi_connection = dbapi_connection
+        self.cursor: Any = None  # kept by the engine between statements (see engine.py)
         self.created_at = now
         self.last_used = now
         self.expires_at = expires_at
@@ -162,8 +164,22 @@ class _Waiter:
 
 
 def _generic_reset(conn: Any) -> None:
-    """Roll back unless the driver says no transaction is open (sqlite3 can tell)."""
-    if getattr(conn, "in_transaction", True) is not False:
+    """Roll back unless the driver can tell that no transaction is open.
+
+    Recognised: sqlite3 (``in_transaction``), psycopg 3 (``info.transaction_status``) and
+    PyMySQL in autocommit mode (the server's IN_TRANS status flag). Any other driver gets
+    a rollback, which is always safe.
+    """
+    open_transaction = getattr(conn, "in_transaction", None)
+    if open_transaction is None:
+        status = getattr(getattr(conn, "info", None), "transaction_status", None)
+        if status is not None:
+            open_transaction = status != 0  # psycopg.pq.TransactionStatus.IDLE
+        else:
+            server_status = getattr(conn, "server_status", None)
+            if isinstance(server_status, int) and server_status & 2:  # autocommit on
+                open_transaction = bool(server_status & 1)  # SERVER_STATUS_IN_TRANS
+    if open_transaction is not False:
         conn.rollback()
 
 

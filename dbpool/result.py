@@ -81,17 +81,16 @@ class Result:
 
     __slots__ = ("_keys", "_position", "_rows", "lastrowid", "rowcount")
 
-    def __init__(self, cursor: Any) -> None:
-        self.rowcount: int = cursor.rowcount if cursor.rowcount is not None else -1
+    def __init__(self, cursor: Any, keys: tuple[str, ...] | None) -> None:
+        """Fetch everything from ``cursor``; ``keys`` are its column names, None when the
+        statement returns no rows."""
+        rowcount = cursor.rowcount
+        self.rowcount: int = -1 if rowcount is None else rowcount
         self.lastrowid: Any = getattr(cursor, "lastrowid", None)
-        description = cursor.description
-        if description is None:
-            self._keys: tuple[str, ...] | None = None
-            self._rows: list[Row] = []
-        else:
-            self._keys = tuple(str(column[0]) for column in description)
-            cls = _row_class(self._keys)
-            self._rows = [cls(row) for row in cursor.fetchall()]
+        self._keys = keys
+        self._rows: list[Row] = (
+            [] if keys is None else list(map(_row_class(keys), cursor.fetchall()))
+        )
         self._position = 0
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -22,7 +22,7 @@ ODBC_POSTGRES_DRIVER = os.environ.get("DBPOOL_TEST_ODBC_POSTGRES_DRIVER", "Postg
 ODBC_MARIADB_DRIVER = os.environ.get("DBPOOL_TEST_ODBC_MARIADB_DRIVER", "MariaDB Unicode")
 
 
-@lru_cache(maxsize=None)
+@cache
 def reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):

@@ -109,6 +109,13 @@ class Dialect:
         """Whether ``error`` means the connection is gone (so it must be discarded)."""
         return False
 
+    def column_names(self, cursor: Any) -> tuple[str, ...] | None:
+        """The column names of the statement just run, or None if it returns no rows."""
+        description = cursor.description
+        if description is None:
+            return None
+        return tuple(str(column[0]) for column in description)
+
     def release_resources(self) -> None:
         """Free what the dialect holds beyond pooled connections (on engine disposal)."""
 

@@ -70,6 +70,9 @@ LIBPQ_PARAMS = frozenset(
 # libpq's PQtransactionStatus: only IDLE means "nothing to roll back".
 _IDLE = 0
 _UNKNOWN = 4
+# libpq's ExecStatus values of a result that carries rows: TUPLES_OK, SINGLE_TUPLE,
+# TUPLES_CHUNK.
+_ROW_STATUSES = frozenset({2, 9, 11})
 
 _DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})  # admin/crash shutdown, starting
 # libpq's words for a connection that is gone, for errors that carry no SQLSTATE.
@@ -184,6 +187,15 @@ class PostgreSQLDialect(Dialect):
     def reset(self, conn: Any) -> None:
         if conn.pgconn.transaction_status != _IDLE:
             conn.rollback()  # on a broken connection this raises, and the pool discards it
+
+    def column_names(self, cursor: Any) -> tuple[str, ...] | None:
+        # psycopg's ``description`` builds a Column object per field; the names alone come
+        # straight from libpq's result at a fraction of the cost (this is the hot path).
+        result = cursor.pgresult
+        if result is None or result.status not in _ROW_STATUSES:
+            return None
+        encoding = cursor.connection.info.encoding
+        return tuple(result.fname(i).decode(encoding) for i in range(result.nfields))
 
     def is_disconnect(self, error: BaseException) -> bool:
         sqlstate = getattr(error, "sqlstate", None)
