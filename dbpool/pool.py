@@ -307,13 +307,16 @@ class QueuePool:
     def open(self) -> None:
         """Start the pool and open one connection now, failing fast (Prisma's ``$connect``)."""
         with self._lock:
-            self._start_locked()
-            if self._idle or self._slots - self._connecting > 0:
-                return
+            started = self._start_locked()
+            running = bool(self._idle) or self._slots - self._connecting > 0
             full = self._slots >= self._limit
-            if not full:
+            if not (running or full):
                 self._slots += 1
                 self._connecting += 1
+        if started:
+            self._log_start()
+        if running:
+            return
         if full:  # every slot is being opened by other callers: queue for one like anyone
             self.checkin(self.checkout())
         else:
@@ -365,10 +368,11 @@ class QueuePool:
         deadline = start + self._timeout if self._timeout else None
         while True:
             record: _Record | _Waiter | None
+            started = False
             with self._lock:
                 if not self._orphans:
                     if not self._started:
-                        self._start_locked()
+                        started = self._start_locked()
                     if self._idle:
                         record = self._idle.pop()
                         break
@@ -382,6 +386,8 @@ class QueuePool:
                     record = waiter
                     break
             self._reclaim_orphans()
+        if started:
+            self._log_start()
         if record is None:
             return self._open(deadline)
         if isinstance(record, _Waiter):
@@ -637,17 +643,20 @@ class QueuePool:
 
     # -- janitor, leaks, orphans ---------------------------------------------------------
 
-    def _start_locked(self) -> None:
+    def _start_locked(self) -> bool:
+        """Start the janitor if the pool is not running; True if it was started now (the
+        caller logs that after releasing the lock: log handlers do I/O)."""
         if self._started:
-            return
+            return False
         self._started = True
-        logger.info(
-            "Starting a %spool with %d connections", f"{self.name} " if self.name else "",
-            self._limit,
-        )  # fmt: skip
         if self._max_idle or self._max_lifetime or self._leak_threshold:
             self._janitor = Janitor(self, self._lock)
             self._janitor.start()
+        return True
+
+    def _log_start(self) -> None:
+        name = f"{self.name} " if self.name else ""
+        logger.info("Starting a %spool with %d connections", name, self._limit)
 
     def sweep_locked(self, now: float) -> tuple[list[_Record], float]:
         """Take idle connections past their lifetime out of the pool; also say when to look

@@ -9,6 +9,8 @@ pyodbc machinery itself is proven end to end in tests/integration/test_odbc.py.
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -620,3 +622,31 @@ def test_dialect_classes(make: Any) -> None:
     for url in ("mssql://h", "odbc://h?driver=X"):
         dialect = make(url).dialect
         assert dialect.paramstyle == "qmark" and dialect.driver == "pyodbc"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    password=st.text().map(lambda s: "PW-" + s),
+    key=st.sampled_from(["PWD", "pwd", "Password", "KeystoreSecret"]),
+    before=st.lists(st.tuples(_keys, st.text().filter(lambda s: "PW-" not in s)), max_size=3),
+    after=st.lists(st.tuples(_keys, st.text().filter(lambda s: "PW-" not in s)), max_size=3),
+)
+def test_hide_secrets_masks_any_password_in_a_connection_string(
+    password: str,
+    key: str,
+    before: list[tuple[str, str]],
+    after: list[tuple[str, str]],
+) -> None:
+    from dbpool.url import hide_secrets
+
+    built = build_connection_string([*before, (key, password), *after])
+    assert "PW-" not in hide_secrets(built)
+
+
+@pytest.mark.parametrize(("url", "extra"), [("mssql://h", "mssql"), ("odbc://h?driver=X", "odbc")])
+def test_missing_pyodbc_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyodbc", None)  # makes "import pyodbc" fail
+    with pytest.raises(ConfigError, match=re.escape(f'pip install "dbpool[{extra}]"')):
+        dbpool.create_engine(url)
