@@ -133,11 +133,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         _chain(signum, frame)
         return
     _handling.add(signum)
+    if _is_default_action(signum):
+        # Give the signal back to the kernel now: a second one stops the process at once,
+        # and raising it again after the disposal ends the process from whichever thread
+        # does it. Sent back to the main thread instead, it could land just as that thread
+        # enters a blocking call, and Python would run no handler until the call returned.
+        signal.signal(signum, signal.SIG_DFL)
     if _inside_dbpool(frame):
         # This thread was stopped inside dbpool, perhaps holding a pool lock that the
         # hooks and the disposal need: do them in another thread, let this one go on to
-        # release it, and have the signal delivered again once they are done. That can
-        # happen anywhere after the disposal, even before a waiter it woke has raised.
+        # release it, and pass the signal on once they are done. That can happen anywhere
+        # after the disposal, even before a waiter it woke has raised.
         threading.Thread(
             target=_dispose_then_resend, args=(signum,), name="dbpool-before-exit", daemon=True
         ).start()
@@ -166,8 +172,10 @@ def _dispose_then_resend(signum: int) -> None:
     try:
         dispose_all()
     finally:
-        _finished_elsewhere.add(signum)
         _handling.discard(signum)
+        if _is_default_action(signum):
+            signal.raise_signal(signum)  # the default action since _on_signal: the end
+        _finished_elsewhere.add(signum)
         main = threading.main_thread().ident
         if hasattr(signal, "pthread_kill") and main is not None:
             signal.pthread_kill(main, signum)  # the main thread runs Python's handlers
@@ -175,13 +183,15 @@ def _dispose_then_resend(signum: int) -> None:
             os.kill(os.getpid(), signum)
 
 
+def _is_default_action(signum: int) -> bool:
+    return not callable(_previous.get(signum, signal.SIG_DFL))
+
+
 def _chain(signum: int, frame: FrameType | None) -> None:
     previous = _previous.get(signum, signal.SIG_DFL)
     if callable(previous):
         previous(signum, frame)
         return
-    # The default action: restore it and raise the signal again, so the process ends
-    # just as it would have without dbpool (killed by that signal).
-    _previous.pop(signum, None)
-    signal.signal(signum, signal.SIG_DFL)
+    # The default action, restored by _on_signal: raise the signal again, so the process
+    # ends just as it would have without dbpool (killed by that signal).
     signal.raise_signal(signum)

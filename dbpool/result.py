@@ -1,8 +1,8 @@
 """Result and Row: what ``Connection.execute`` returns, SQLAlchemy 2.0 style.
 
-Rows are fetched when the statement runs and the cursor is closed at once, so a result
-stays readable after its connection went back to the pool. (The drivers dbpool uses
-buffer whole results client-side anyway.)
+Rows are fetched when the statement runs, so a result stays readable after its
+connection went back to the pool and the cursor is free for the next statement. (The
+drivers dbpool uses buffer whole results client-side anyway.)
 """
 
 from __future__ import annotations

@@ -5,11 +5,54 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests import pgbouncer
+from tests.fakedb import FakeDB, MakePool
 from tests.servers import MYSQL_URL, POSTGRES_URL, REQUIRE_DATABASES, need, need_module
+
+if TYPE_CHECKING:
+    from dbpool import Engine, QueuePool
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    """The engines a test makes with ``tests.engines.engine_for``, disposed when it ends."""
+    made: list[Engine] = []
+    yield made
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture
+def db() -> FakeDB:
+    """The fake DB-API driver (tests/fakedb.py) that ``make_pool`` builds pools on."""
+    return FakeDB()
+
+
+@pytest.fixture
+def pool_defaults() -> dict[str, Any]:
+    """The settings ``make_pool`` gives a pool unless told otherwise; a module may override."""
+    return {"connection_limit": 2, "pool_timeout": 5}
+
+
+@pytest.fixture
+def make_pool(db: FakeDB, pool_defaults: dict[str, Any]) -> Iterator[MakePool]:
+    """Build pools on the fake driver; every one is disposed at the end of the test."""
+    from dbpool import QueuePool
+
+    made: list[QueuePool] = []
+
+    def make(**settings: Any) -> QueuePool:
+        pool = QueuePool(db.connect, **{**pool_defaults, **settings})
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.dispose()
 
 
 @pytest.fixture

@@ -17,7 +17,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dbpool import QueuePool
+
+# The ``make_pool`` fixture (tests/conftest.py): QueuePool settings -> a pool on ``db``.
+MakePool = Callable[..., "QueuePool"]
 
 
 class Error(Exception):

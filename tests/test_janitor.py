@@ -12,35 +12,17 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from dbpool import QueuePool
-from tests.fakedb import FakeConnection, FakeDB, assert_consistent, wait_for
-
-MakePool = Callable[..., QueuePool]
+from tests.fakedb import FakeConnection, FakeDB, MakePool, assert_consistent, wait_for
 
 
 @pytest.fixture
-def db() -> FakeDB:
-    return FakeDB()
-
-
-@pytest.fixture
-def make_pool(db: FakeDB) -> Iterator[MakePool]:
-    made: list[QueuePool] = []
-
-    def make(**kwargs: Any) -> QueuePool:
-        kwargs.setdefault("connection_limit", 4)
-        pool = QueuePool(db.connect, **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.dispose()
+def pool_defaults() -> dict[str, Any]:
+    return {"connection_limit": 4}
 
 
 def janitor_thread(pool: QueuePool) -> threading.Thread:

@@ -95,13 +95,9 @@ class Script:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+            self._read_to_the_end(timeout)
             pytest.fail(f"the script did not end within {timeout} s; stdout {self.lines}")
-        while True:
-            line = self._queue.get(timeout=timeout)
-            if line is None:
-                break
-            self.lines.append(line)
-        self._queue.put(None)  # a later finish() returns at once
+        self._read_to_the_end(timeout)
         assert self.proc.stderr is not None
         self.stderr = self.proc.stderr.read()
         return code
@@ -109,6 +105,14 @@ class Script:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+    def _read_to_the_end(self, timeout: float) -> None:
+        while True:
+            line = self._queue.get(timeout=timeout)
+            if line is None:
+                break
+            self.lines.append(line)
+        self._queue.put(None)  # a later finish() returns at once
 
 
 def run_script(code: str, *, cwd: Path | None = None) -> tuple[int, list[str], str]:

@@ -100,6 +100,15 @@ def assert_whole(pool: QueuePool, *, open_: int | None = None) -> None:
         assert status.open == open_, status
 
 
+def assert_closed_and_replaced(pool: QueuePool, lost: FakeConnection) -> None:
+    """``lost`` is closed and its slot free again: the next checkout opens a new one."""
+    assert lost.closed
+    assert_whole(pool, open_=0)
+    with pool.connect() as conn:
+        assert conn.driver_connection is not lost
+    assert_whole(pool, open_=1)
+
+
 def new_pool(driver: FakeDriver, **settings: Any) -> QueuePool:
     settings.setdefault("pool_timeout", 5)
     return QueuePool(driver.connect, **settings)
@@ -453,11 +462,7 @@ def test_reset_failing_on_checkin_keeps_the_slot(failure: BaseException) -> None
             conn.close()
     else:
         conn.close()
-    assert raw.closed
-    assert_whole(pool, open_=0)
-    with pool.connect() as again:
-        assert again.driver_connection is not raw
-    assert_whole(pool, open_=1)
+    assert_closed_and_replaced(pool, raw)
     pool.dispose()
 
 
@@ -474,11 +479,7 @@ def test_keyboard_interrupt_during_pre_ping_keeps_the_slot() -> None:
         first = conn.driver_connection
     with pytest.raises(KeyboardInterrupt):
         pool.connect()  # interrupted mid-ping: the connection's state is unknown
-    assert first.closed
-    assert_whole(pool, open_=0)
-    with pool.connect() as conn:
-        assert conn.driver_connection is not first
-    assert_whole(pool, open_=1)
+    assert_closed_and_replaced(pool, first)
     pool.dispose()
 
 

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,31 +24,14 @@ from dbpool import (
     QueuePool,
     ResourceClosedError,
 )
-from tests.fakedb import FakeConnection, FakeDB, OperationalError, assert_consistent, wait_for
-
-MakePool = Callable[..., QueuePool]
-
-
-@pytest.fixture
-def db() -> FakeDB:
-    return FakeDB()
-
-
-@pytest.fixture
-def make_pool(db: FakeDB) -> Iterator[MakePool]:
-    """Build pools on the fake driver; every one is disposed at the end of the test."""
-    made: list[QueuePool] = []
-
-    def make(**kwargs: Any) -> QueuePool:
-        kwargs.setdefault("connection_limit", 2)
-        kwargs.setdefault("pool_timeout", 5)
-        pool = QueuePool(db.connect, **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.dispose()
+from tests.fakedb import (
+    FakeConnection,
+    FakeDB,
+    MakePool,
+    OperationalError,
+    assert_consistent,
+    wait_for,
+)
 
 
 def start_thread(target: Callable[[], object]) -> threading.Thread:
@@ -68,6 +51,35 @@ def queue_up(pool: QueuePool, target: Callable[[], object], count: int) -> threa
     thread = start_thread(target)
     assert wait_for(lambda: pool.status().waiting == count), pool.status()
     return thread
+
+
+def queue_failing_waiters(
+    pool: QueuePool, count: int
+) -> tuple[list[BaseException], list[threading.Thread]]:
+    """Queue ``count`` threads for a connection, in order; each records in the returned
+    list what its ``pool.connect()`` raised (a connection it gets stays checked out)."""
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            pool.connect()
+        except BaseException as exc:
+            errors.append(exc)
+
+    return errors, [queue_up(pool, waiter, n) for n in range(1, count + 1)]
+
+
+def wait_for_the_connection_back(pool: QueuePool, delay: float) -> float:
+    """Check out the pool's one connection, have another thread return it after ``delay``
+    seconds, and meanwhile check out again: returns how long that second checkout waited."""
+    held = pool.connect()
+    timer = threading.Timer(delay, held.close)
+    timer.start()
+    start = time.monotonic()
+    with pool.connect():
+        waited = time.monotonic() - start
+    timer.join()
+    return waited
 
 
 def janitor_threads() -> list[threading.Thread]:
@@ -274,13 +286,7 @@ def test_timeout_fires_after_pool_timeout_not_before(make_pool: MakePool) -> Non
 
 def test_a_connection_returned_within_the_timeout_is_granted(make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1, pool_timeout=3)
-    held = pool.connect()
-    timer = threading.Timer(0.3, held.close)
-    timer.start()
-    start = time.monotonic()
-    with pool.connect():
-        waited = time.monotonic() - start
-    timer.join()
+    waited = wait_for_the_connection_back(pool, 0.3)
     assert 0.25 <= waited < 3
     assert pool.status().timeouts_total == 0
     assert pool.wait_histogram.count == 1
@@ -290,19 +296,10 @@ def test_a_connection_returned_within_the_timeout_is_granted(make_pool: MakePool
 def test_timeout_message_counts_other_waiters(make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1, pool_timeout=0.4)
     held = pool.connect()
-    errors: list[PoolTimeoutError] = []
-
-    def wait() -> None:
-        try:
-            pool.connect()
-        except PoolTimeoutError as exc:
-            errors.append(exc)
-
-    first = queue_up(pool, wait, 1)
-    second = queue_up(pool, wait, 2)
-    join_all([first, second])
+    errors, threads = queue_failing_waiters(pool, 2)
+    join_all(threads)
     held.close()
-    assert len(errors) == 2
+    assert [type(e) for e in errors] == [PoolTimeoutError, PoolTimeoutError]
     assert "1 waiting" in str(errors[0])  # the second was still queued behind it
     assert pool.status().timeouts_total == 2
 
@@ -319,13 +316,7 @@ def test_pool_timeout_zero_waits_without_a_deadline(
 
     monkeypatch.setattr(pool_module._Waiter, "wait", recording_wait)
     pool = make_pool(connection_limit=1, pool_timeout=0)
-    held = pool.connect()
-    timer = threading.Timer(1.5, held.close)
-    timer.start()
-    start = time.monotonic()
-    with pool.connect():
-        assert time.monotonic() - start >= 1.4
-    timer.join()
+    assert wait_for_the_connection_back(pool, 1.5) >= 1.4
     assert timeouts == [None]
 
 
@@ -333,13 +324,7 @@ def test_pool_timeout_zero_waits_without_a_deadline(
 def test_pool_timeout_zero_waits_beyond_the_default_timeout(make_pool: MakePool) -> None:
     default = pool_module.DEFAULTS["pool_timeout"]
     pool = make_pool(connection_limit=1, pool_timeout=0)
-    held = pool.connect()
-    timer = threading.Timer(default + 0.5, held.close)
-    timer.start()
-    start = time.monotonic()
-    with pool.connect():
-        assert time.monotonic() - start >= default + 0.4
-    timer.join()
+    assert wait_for_the_connection_back(pool, default + 0.5) >= default + 0.4
 
 
 def test_a_hand_off_racing_a_timeout_never_loses_the_connection(
@@ -690,15 +675,7 @@ def test_dispose_closes_idle_now_and_checked_out_on_return(
 def test_dispose_fails_waiters_and_the_pool_stays_usable(db: FakeDB, make_pool: MakePool) -> None:
     pool = make_pool(connection_limit=1, pool_timeout=30)
     held = pool.connect()
-    errors: list[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            pool.connect()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [queue_up(pool, waiter, n) for n in (1, 2)]
+    errors, threads = queue_failing_waiters(pool, 2)
     pool.dispose()
     join_all(threads)
     assert [type(e) for e in errors] == [PoolDisposedError, PoolDisposedError]
@@ -753,30 +730,41 @@ def test_dispose_with_timeout_returns_once_everything_is_back(
     assert_consistent(pool, db, busy=0)
 
 
+def checkout_pinging_across_dispose(
+    make_pool: MakePool, *, ping_fails: bool, dispose_timeout: float | None
+) -> tuple[QueuePool, PooledConnection]:
+    """A checkout takes the pool's one idle connection and pings it slowly while
+    ``dispose(dispose_timeout)`` runs; returns the pool and what the checkout got."""
+    pinging = threading.Event()
+    release = threading.Event()
+
+    def slow_ping(conn: FakeConnection) -> None:
+        pinging.set()
+        release.wait(10)
+        if ping_fails:
+            raise OperationalError("gone")
+
+    pool = make_pool(connection_limit=1, ping=slow_ping, pre_ping=0)
+    pool.connect().close()
+    got: list[PooledConnection] = []
+    thread = start_thread(lambda: got.append(pool.connect()))
+    assert pinging.wait(5)
+    pool.dispose(timeout=dispose_timeout)
+    release.set()
+    join_all([thread])
+    assert len(got) == 1, "the checkout failed"
+    return pool, got[0]
+
+
 def test_a_slow_ping_force_closed_by_dispose_keeps_the_slot_count(
     db: FakeDB, make_pool: MakePool
 ) -> None:
     # dispose(timeout) closes a connection while a checkout is still pinging it; the
     # checkout must not then open a replacement in the slot dispose already freed.
-    pinging = threading.Event()
-    release = threading.Event()
-
-    def slow_failing_ping(conn: FakeConnection) -> None:
-        pinging.set()
-        release.wait(10)
-        raise OperationalError("gone")
-
-    pool = make_pool(connection_limit=1, ping=slow_failing_ping, pre_ping=0)
-    pool.connect().close()
-    got: list[PooledConnection] = []
-    thread = start_thread(lambda: got.append(pool.connect()))
-    assert pinging.wait(5)
-    pool.dispose(timeout=0.05)
-    release.set()
-    join_all([thread])
+    pool, conn = checkout_pinging_across_dispose(make_pool, ping_fails=True, dispose_timeout=0.05)
     status = pool.status()
     assert status.open == db.live == 1, (status, db.live)
-    got[0].close()
+    conn.close()
     assert_consistent(pool, db, busy=0)
 
 
@@ -785,23 +773,9 @@ def test_a_connection_pinged_across_a_dispose_is_still_retired(
 ) -> None:
     # A checkout took an idle connection just before dispose() and pings it: passing the
     # ping must not make it a connection of the new generation.
-    pinging = threading.Event()
-    release = threading.Event()
-
-    def slow_ping(conn: FakeConnection) -> None:
-        pinging.set()
-        release.wait(10)
-
-    pool = make_pool(connection_limit=1, ping=slow_ping, pre_ping=0)
-    pool.connect().close()
-    got: list[PooledConnection] = []
-    thread = start_thread(lambda: got.append(pool.connect()))
-    assert pinging.wait(5)
-    pool.dispose()
-    release.set()
-    join_all([thread])
-    driver_conn = got[0].driver_connection
-    got[0].close()
+    pool, conn = checkout_pinging_across_dispose(make_pool, ping_fails=False, dispose_timeout=None)
+    driver_conn = conn.driver_connection
+    conn.close()
     assert driver_conn.closed  # returned after dispose: closed, not parked
     assert_consistent(pool, db, busy=0)
     assert pool.status().open == 0
@@ -984,20 +958,12 @@ def test_keyboard_interrupt_after_a_grant_gives_it_back(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pool_module._Waiter, "wait", granted_then_interrupted)
-    errors: list[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            pool.connect()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = queue_up(pool, waiter, 1)
+    errors, threads = queue_failing_waiters(pool, 1)
     if grant == "connection":
         held.close()
     else:
         held.invalidate()
-    join_all([thread])
+    join_all(threads)
     assert [type(e) for e in errors] == [KeyboardInterrupt]
     assert_consistent(pool, db, busy=0)
     monkeypatch.undo()

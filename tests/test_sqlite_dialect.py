@@ -5,33 +5,19 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dbpool import ConfigError, ConnectError, Engine, OperationalError, create_engine, text
 from dbpool.dialects.sqlite import SQLiteDialect
+from tests.engines import engine_for
 from tests.fakedb import wait_for
 
 
 @pytest.fixture
 def file_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
-
-
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-    yield made
-    for engine in made:
-        engine.dispose()
-
-
-def make(engines: list[Engine], url: str, **kwargs: object) -> Engine:
-    engine = create_engine(url, **kwargs)
-    engines.append(engine)
-    return engine
 
 
 def trace(conn: sqlite3.Connection) -> list[str]:
@@ -47,7 +33,7 @@ def trace(conn: sqlite3.Connection) -> list[str]:
 def test_memory_database_is_shared_by_the_engines_connections(
     engines: list[Engine], url: str
 ) -> None:
-    engine = make(engines, url, connection_limit=2)
+    engine = engine_for(engines, url, connection_limit=2)
     assert engine.dialect.describe() == "an in-memory database"
     with engine.connect() as first, engine.connect() as second:
         assert first.driver_connection is not second.driver_connection
@@ -58,7 +44,7 @@ def test_memory_database_is_shared_by_the_engines_connections(
 
 
 def test_memory_databases_of_two_engines_are_separate(engines: list[Engine]) -> None:
-    one, two = make(engines, "sqlite://"), make(engines, "sqlite://")
+    one, two = engine_for(engines, "sqlite://"), engine_for(engines, "sqlite://")
     with one.begin() as conn:
         conn.execute(text("CREATE TABLE only_in_one (a INTEGER)"))
     with two.connect() as conn, pytest.raises(OperationalError, match="no such table"):
@@ -66,7 +52,7 @@ def test_memory_databases_of_two_engines_are_separate(engines: list[Engine]) -> 
 
 
 def test_memory_database_outlives_its_pooled_connections(engines: list[Engine]) -> None:
-    engine = make(engines, "sqlite://", max_idle_connection_lifetime=0.2)
+    engine = engine_for(engines, "sqlite://", max_idle_connection_lifetime=0.2)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
         conn.execute(text("INSERT INTO t VALUES (7)"))
@@ -82,7 +68,7 @@ def test_relative_path_is_relative_to_the_working_directory(
     engines: list[Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    engine = make(engines, "sqlite:///relative.db")
+    engine = engine_for(engines, "sqlite:///relative.db")
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
     assert (tmp_path / "relative.db").exists()
@@ -90,14 +76,14 @@ def test_relative_path_is_relative_to_the_working_directory(
 
 
 def test_pysqlite_driver_name(engines: list[Engine], tmp_path: Path) -> None:
-    engine = make(engines, f"sqlite+pysqlite:///{tmp_path / 'p.db'}")
+    engine = engine_for(engines, f"sqlite+pysqlite:///{tmp_path / 'p.db'}")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar() == 1
 
 
 def test_an_unopenable_file_is_a_connect_error(engines: list[Engine], tmp_path: Path) -> None:
     # A checkout retries connecting until pool_timeout: keep that short.
-    engine = make(engines, f"sqlite:///{tmp_path / 'missing' / 'x.db'}", pool_timeout=0.3)
+    engine = engine_for(engines, f"sqlite:///{tmp_path / 'missing' / 'x.db'}", pool_timeout=0.3)
     with pytest.raises(ConnectError, match=r"Cannot open the SQLite file .*missing") as info:
         engine.connect()
     assert isinstance(info.value.orig, sqlite3.OperationalError)
@@ -105,7 +91,7 @@ def test_an_unopenable_file_is_a_connect_error(engines: list[Engine], tmp_path: 
 
 
 def test_journal_mode(engines: list[Engine], tmp_path: Path) -> None:
-    engine = make(engines, f"sqlite:///{tmp_path / 'wal.db'}?journal_mode=wal")
+    engine = engine_for(engines, f"sqlite:///{tmp_path / 'wal.db'}?journal_mode=wal")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     with pytest.raises(ConfigError, match="journal_mode"):
@@ -115,7 +101,7 @@ def test_journal_mode(engines: list[Engine], tmp_path: Path) -> None:
 def test_read_only_mode(engines: list[Engine], file_url: str) -> None:
     with create_engine(file_url) as writer, writer.begin() as conn:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
-    reader = make(engines, f"{file_url}?mode=ro")
+    reader = engine_for(engines, f"{file_url}?mode=ro")
     with reader.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 0
         with pytest.raises(OperationalError, match="readonly"):
@@ -133,7 +119,7 @@ def test_unknown_parameters_are_rejected(file_url: str) -> None:
 
 
 def test_foreign_keys_are_enforced(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url)
+    engine = engine_for(engines, file_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         conn.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
@@ -148,7 +134,7 @@ def test_foreign_keys_are_enforced(engines: list[Engine], file_url: str) -> None
 def test_connect_timeout_is_the_busy_timeout(
     engines: list[Engine], file_url: str, connect_timeout: float, busy_ms: int
 ) -> None:
-    engine = make(engines, file_url, connect_timeout=connect_timeout)
+    engine = engine_for(engines, file_url, connect_timeout=connect_timeout)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == busy_ms
 
@@ -156,7 +142,7 @@ def test_connect_timeout_is_the_busy_timeout(
 def test_connect_timeout_zero_waits_for_locks_without_limit(
     engines: list[Engine], file_url: str
 ) -> None:
-    engine = make(engines, file_url, connect_timeout=0)
+    engine = engine_for(engines, file_url, connect_timeout=0)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 2_000_000_000
 
@@ -164,10 +150,10 @@ def test_connect_timeout_zero_waits_for_locks_without_limit(
 def test_a_locked_database_waits_for_the_busy_timeout(
     engines: list[Engine], file_url: str
 ) -> None:
-    holder = make(engines, file_url)
+    holder = engine_for(engines, file_url)
     with holder.begin() as conn:
         conn.execute(text("CREATE TABLE t (a INTEGER)"))
-    waiter = make(engines, file_url, connect_timeout=0.5)
+    waiter = engine_for(engines, file_url, connect_timeout=0.5)
     with holder.connect() as locked:
         locked.execute(text("INSERT INTO t VALUES (1)"))  # holds the write lock
         with waiter.connect() as conn:
@@ -178,7 +164,7 @@ def test_a_locked_database_waits_for_the_busy_timeout(
 
 
 def test_connections_work_across_threads(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url)
+    engine = engine_for(engines, file_url)
     conn = engine.connect()  # checked out here, used in another thread
     results: list[object] = []
 
@@ -207,13 +193,13 @@ def test_isolation_levels_sqlite_lacks_are_rejected(file_url: str, level: str) -
 
 
 def test_read_uncommitted_sets_the_pragma(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, f"{file_url}?isolation_level=read_uncommitted")
+    engine = engine_for(engines, f"{file_url}?isolation_level=read_uncommitted")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA read_uncommitted").scalar() == 1
 
 
 def test_serializable_is_the_default_behaviour(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url, isolation_level="SERIALIZABLE")
+    engine = engine_for(engines, file_url, isolation_level="SERIALIZABLE")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA read_uncommitted").scalar() == 0
 
@@ -222,7 +208,7 @@ def test_serializable_is_the_default_behaviour(engines: list[Engine], file_url: 
 
 
 def test_an_idle_checkout_costs_no_statement(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url)
+    engine = engine_for(engines, file_url)
     with engine.connect() as conn:
         statements = trace(conn.driver_connection)
     with engine.connect():
@@ -231,7 +217,7 @@ def test_an_idle_checkout_costs_no_statement(engines: list[Engine], file_url: st
 
 
 def test_a_transaction_is_rolled_back_once(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url)
+    engine = engine_for(engines, file_url)
     with engine.connect() as conn:
         statements = trace(conn.driver_connection)
         conn.execute(text("SELECT 1"))
@@ -239,7 +225,7 @@ def test_a_transaction_is_rolled_back_once(engines: list[Engine], file_url: str)
 
 
 def test_autocommit_runs_just_the_statement(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url, isolation_level="AUTOCOMMIT")
+    engine = engine_for(engines, file_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         statements = trace(conn.driver_connection)
         conn.execute(text("SELECT 1"))
@@ -250,7 +236,7 @@ def test_autocommit_runs_just_the_statement(engines: list[Engine], file_url: str
 
 
 def test_dialect_attributes(engines: list[Engine], file_url: str) -> None:
-    engine = make(engines, file_url)
+    engine = engine_for(engines, file_url)
     dialect = engine.dialect
     assert isinstance(dialect, SQLiteDialect)
     assert dialect.paramstyle == "named"

@@ -1,24 +1,31 @@
-"""Fault scenarios shared by the PostgreSQL and MariaDB fault tests.
+"""Fault scenarios shared by the PostgreSQL, MariaDB and ODBC fault tests.
 
 Each scenario takes an engine and a :class:`Backends`: the server's own view of that
-engine's connections through a side connection, able to kill them. The test modules
-supply the database-specific parts (how to list and kill backends, the driver's error
-classes) and the database-specific faults.
+engine's connections through a side connection, able to kill them. :class:`ServerFaults`
+runs the scenarios as tests; the test modules supply the database-specific parts (how to
+list and kill backends, the driver's error classes) and the database-specific faults.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
 import dbpool
-from dbpool import Engine, OperationalError, make_url, text
+from dbpool import DBAPIError, Engine, OperationalError, ProgrammingError, make_url, text
+from tests.engines import engine_for
+from tests.integration.targets import with_query
 from tests.test_misuse import wait_until
 
 LOST = "connection to the database was lost"
+
+# A statement that fails: (sql, params, the PEP 249 class it must raise).
+Statement = tuple[str, Any, type[DBAPIError]]
 
 
 class Backends(Protocol):
@@ -82,6 +89,82 @@ class PostgresBackends:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@dataclass
+class MariaDBBackends:
+    """MariaDB's view of the connections the engines it watches open, through a side
+    connection (MariaDB has no application name to find them by)."""
+
+    url: str
+    opened: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        import pymysql
+
+        parsed = make_url(self.url)
+        self.conn = pymysql.connect(
+            host=parsed.host,
+            port=parsed.port or 3306,
+            user=parsed.username,
+            password=parsed.password or "",
+            database=parsed.database,
+            autocommit=True,
+        )
+
+    def note(self, dbapi_connection: Any) -> None:
+        """The engines' ``connect`` listener: remember the new connection's id."""
+        self.opened.add(dbapi_connection.thread_id())
+
+    def _query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+
+    def ids(self) -> set[int]:
+        if not self.opened:
+            return set()
+        rows = self._query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN %s", (tuple(self.opened),)
+        )
+        return {int(row[0]) for row in rows}
+
+    def state(self, backend: int) -> str:
+        rows = self._query(
+            "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = %s", (backend,)
+        )
+        if not rows:
+            return "gone"
+        return "active" if rows[0][0] == "Query" else str(rows[0][0]).lower()
+
+    def kill(self, ids: set[int]) -> None:
+        for backend in ids:
+            self._query("KILL CONNECTION %s", (backend,))
+        assert wait_until(lambda: not (self.ids() & ids)), "the connections were not killed"
+
+    def backend_id(self, conn: dbpool.Connection) -> int:
+        return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class Database:
+    """One fault test's database: a URL its connections can be told apart by, the server's
+    view of them, and the engines the test made (the ``engines`` fixture disposes of them)."""
+
+    url: str
+    server: Backends
+    engines: list[Engine]
+    on_connect: Callable[[Any], None] | None = None  # tells the server about new connections
+
+    def engine(self, url: str | None = None, **settings: Any) -> Engine:
+        settings.setdefault("pool_timeout", 10)
+        engine = engine_for(self.engines, url or self.url, **settings)
+        if self.on_connect is not None:
+            engine.events.on("connect", self.on_connect)
+        return engine
 
 
 def open_connections(engine: Engine, server: Backends, count: int) -> set[int]:
@@ -230,7 +313,7 @@ def bad_statement(
     engine: Engine,
     server: Backends,
     setup: list[str],
-    statement: tuple[str, Any, type[dbpool.DBAPIError]],
+    statement: Statement,
     driver_error: type | tuple[type, ...],
 ) -> None:
     """A statement the database or driver rejects raises its PEP 249 class; the same
@@ -255,3 +338,48 @@ def bad_statement(
     status = engine.status()
     assert (status.open, status.opened_total, status.closed_total) == (1, 1, 0)
     assert server.ids() == {backend}
+
+
+# Statements both PyMySQL and psycopg reject the same way (both use the pyformat style);
+# a test module adds its database's own.
+BAD_STATEMENTS: dict[str, Statement] = {
+    "syntax": ("SELEC 1", None, ProgrammingError),
+    "no-table": ("SELECT * FROM dbpool_no_such_table", None, ProgrammingError),
+    "too-few": ("SELECT %s, %s", (1,), ProgrammingError),
+    "too-many": ("SELECT %s", (1, 2), ProgrammingError),
+    "missing-name": ("SELECT %(a)s", {"b": 1}, ProgrammingError),
+}
+
+
+class ServerFaults:
+    """The fault tests every server runs. A test module subclasses this as a ``Test...``
+    class, sets the attributes below, and supplies a ``db`` fixture giving a
+    :class:`Database`."""
+
+    driver_error: ClassVar[type]  # what the driver raises on a connection killed under it
+    sleep_sql: ClassVar[str]  # a statement that runs for a minute
+    idle_timeout: ClassVar[dict[str, str]]  # URL query: the server drops sessions idle 1 s
+
+    @pytest.mark.parametrize("pre_ping", ["default", 0])
+    def test_killing_every_idle_connection_costs_callers_nothing(
+        self, db: Database, pre_ping: Any
+    ) -> None:
+        settings = {} if pre_ping == "default" else {"pre_ping": pre_ping}
+        engine = db.engine(connection_limit=4, **settings)
+        killing_every_idle_connection(engine, db.server, wait_window=pre_ping == "default")
+
+    def test_without_pre_ping_one_caller_sees_the_kill_and_the_rest_are_validated(
+        self, db: Database
+    ) -> None:
+        engine = db.engine(connection_limit=4, pre_ping=False)
+        killing_idle_connections_without_pre_ping(engine, db.server)
+
+    def test_killing_a_busy_connection_fails_only_its_caller(self, db: Database) -> None:
+        killing_a_busy_connection(db.engine(connection_limit=3), db.server, self.driver_error)
+
+    def test_killing_a_connection_mid_query_fails_that_query_at_once(self, db: Database) -> None:
+        killing_a_connection_mid_query(db.engine(connection_limit=2), db.server, self.sleep_sql)
+
+    def test_server_idle_timeout_shorter_than_the_pool(self, db: Database) -> None:
+        engine = db.engine(with_query(db.url, **self.idle_timeout), connection_limit=3)
+        server_idle_timeout(engine, db.server)

@@ -16,7 +16,9 @@ import pytest
 import dbpool
 from dbpool import Engine, text
 from dbpool.result import MultipleResultsFound, NoResultFound
+from tests.engines import engine_for
 from tests.integration.targets import TARGETS, Target
+from tests.threads import run_threads
 
 MakeEngine = Callable[..., Engine]
 
@@ -28,19 +30,16 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
-def make_engine(target: Target, request: pytest.FixtureRequest) -> Iterator[MakeEngine]:
+def make_engine(
+    target: Target, request: pytest.FixtureRequest, engines: list[Engine]
+) -> MakeEngine:
     url = target.url(request)
-    engines: list[Engine] = []
 
     def make(**settings: Any) -> Engine:
         settings.setdefault("pool_timeout", 30)  # generous: the machine may be busy
-        engine = dbpool.create_engine(url, **settings)
-        engines.append(engine)
-        return engine
+        return engine_for(engines, url, **settings)
 
-    yield make
-    for engine in engines:
-        engine.dispose()
+    return make
 
 
 @pytest.fixture
@@ -326,33 +325,21 @@ def test_many_threads_share_the_pool_within_the_limit(
     in_use = 0
     most_in_use = 0
     most_open = 0
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads_count)
 
     def work(number: int) -> None:
         nonlocal in_use, most_in_use, most_open
-        try:
-            start.wait()
-            for i in range(rounds):
-                with engine.connect() as conn:
-                    with lock:
-                        in_use += 1
-                        most_in_use = max(most_in_use, in_use)
-                    most_open = max(most_open, engine.status().open)
-                    insert(conn, name, number * 1000 + i, name=f"t{number}", n=i)
-                    conn.commit()
-                    with lock:
-                        in_use -= 1
-        except BaseException as exc:  # reported below, with the thread's own traceback
-            errors.append(exc)
+        for i in range(rounds):
+            with engine.connect() as conn:
+                with lock:
+                    in_use += 1
+                    most_in_use = max(most_in_use, in_use)
+                most_open = max(most_open, engine.status().open)
+                insert(conn, name, number * 1000 + i, name=f"t{number}", n=i)
+                conn.commit()
+                with lock:
+                    in_use -= 1
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors[0]
-    assert not any(thread.is_alive() for thread in threads)
+    run_threads(threads_count, work)
     assert most_in_use <= limit and most_open <= limit
     status = engine.status()
     assert status.busy == 0 and status.waiting == 0 and status.open <= limit

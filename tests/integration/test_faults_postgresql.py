@@ -31,85 +31,36 @@ from dbpool import (
     text,
 )
 from tests.integration import faults
-from tests.integration.faults import PostgresBackends as Server
-from tests.integration.faults import assert_counts_match_server
+from tests.integration.faults import PostgresBackends, assert_counts_match_server
 from tests.integration.targets import with_query
 from tests.test_misuse import assert_whole
 
 psycopg = pytest.importorskip("psycopg")
 
 
-@dataclass
-class Fixture:
-    url: str
-    server: Server
-    engines: list[Engine]
-
-    def engine(self, url: str | None = None, **settings: Any) -> Engine:
-        settings.setdefault("pool_timeout", 10)
-        engine = create_engine(url or self.url, **settings)
-        self.engines.append(engine)
-        return engine
-
-
 @pytest.fixture
-def pg(postgres_url: str) -> Iterator[Fixture]:
+def db(postgres_url: str, engines: list[Engine]) -> Iterator[faults.Database]:
     name = f"dbpool-fault-{uuid.uuid4().hex[:12]}"
-    server = Server(postgres_url, name)
-    fixture = Fixture(with_query(postgres_url, application_name=name), server, [])
-    yield fixture
-    for engine in fixture.engines:
-        engine.dispose()
+    server = PostgresBackends(postgres_url, name)
+    yield faults.Database(with_query(postgres_url, application_name=name), server, engines)
     server.close()
 
 
-# -- terminated backends, server idle timeout ------------------------------------------
+class TestServerFaults(faults.ServerFaults):
+    """Backends terminated while idle and while busy; an idle_session_timeout of 1 s."""
 
-
-@pytest.mark.parametrize("pre_ping", ["default", 0])
-def test_terminating_every_idle_connection_costs_callers_nothing(
-    pg: Fixture, pre_ping: Any
-) -> None:
-    settings = {} if pre_ping == "default" else {"pre_ping": pre_ping}
-    engine = pg.engine(connection_limit=4, **settings)
-    faults.killing_every_idle_connection(engine, pg.server, wait_window=pre_ping == "default")
-
-
-def test_without_pre_ping_one_caller_sees_the_disconnect_and_the_rest_are_validated(
-    pg: Fixture,
-) -> None:
-    engine = pg.engine(connection_limit=4, pre_ping=False)
-    faults.killing_idle_connections_without_pre_ping(engine, pg.server)
-
-
-def test_terminating_a_busy_connection_fails_only_its_caller(pg: Fixture) -> None:
-    engine = pg.engine(connection_limit=3)
-    faults.killing_a_busy_connection(engine, pg.server, psycopg.OperationalError)
-
-
-def test_terminating_a_connection_mid_query_fails_that_query_at_once(pg: Fixture) -> None:
-    engine = pg.engine(connection_limit=2)
-    faults.killing_a_connection_mid_query(engine, pg.server, "SELECT pg_sleep(60)")
-
-
-def test_server_idle_session_timeout_shorter_than_the_pool(pg: Fixture) -> None:
-    engine = pg.engine(
-        with_query(pg.url, options="-c idle_session_timeout=1000"), connection_limit=3
-    )
-    faults.server_idle_timeout(engine, pg.server)
+    driver_error = psycopg.OperationalError
+    sleep_sql = "SELECT pg_sleep(60)"
+    idle_timeout = {"options": "-c idle_session_timeout=1000"}
 
 
 # -- bad statements ------------------------------------------------------------------------
 
-BAD_STATEMENTS = {
-    "syntax": ("SELEC 1", None, ProgrammingError),
-    "no-table": ("SELECT * FROM dbpool_no_such_table", None, ProgrammingError),
+BAD_STATEMENTS: dict[str, faults.Statement] = {
+    **faults.BAD_STATEMENTS,
     "division": ("SELECT 1 / 0", None, DataError),
     "bad-cast": ("SELECT %s::int", ("abc",), DataError),
     "nul-byte": ("SELECT %s", ("a\x00b",), DataError),
-    "too-few": ("SELECT %s, %s", (1,), ProgrammingError),
-    "too-many": ("SELECT %s", (1, 2), ProgrammingError),
-    "missing-name": ("SELECT %(a)s", {"b": 1}, ProgrammingError),
     "unadaptable": ("SELECT %s", (object(),), ProgrammingError),
     "duplicate": ("INSERT INTO dup VALUES (1)", None, IntegrityError),
 }
@@ -117,30 +68,30 @@ BAD_STATEMENTS = {
 
 @pytest.mark.parametrize("case", BAD_STATEMENTS)
 def test_bad_statements_raise_pep249_errors_and_leave_the_pool_healthy(
-    pg: Fixture, case: str
+    db: faults.Database, case: str
 ) -> None:
-    engine = pg.engine(connection_limit=1)
+    engine = db.engine(connection_limit=1)
     setup = ["CREATE TEMP TABLE dup (a int PRIMARY KEY)", "INSERT INTO dup VALUES (1)"]
-    faults.bad_statement(engine, pg.server, setup, BAD_STATEMENTS[case], psycopg.Error)
+    faults.bad_statement(engine, db.server, setup, BAD_STATEMENTS[case], psycopg.Error)
 
 
-def test_failed_statement_left_uncommitted_is_reset_on_return(pg: Fixture) -> None:
-    engine = pg.engine(connection_limit=1)
+def test_failed_statement_left_uncommitted_is_reset_on_return(db: faults.Database) -> None:
+    engine = db.engine(connection_limit=1)
     with engine.connect() as conn:
-        backend = pg.server.backend_id(conn)
+        backend = db.server.backend_id(conn)
         with pytest.raises(DataError):
             conn.execute(text("SELECT 1 / 0"))
         # No rollback: the transaction is aborted; returning the connection resets it.
     with engine.connect() as conn:
-        assert pg.server.backend_id(conn) == backend
+        assert db.server.backend_id(conn) == backend
         assert conn.execute(text("SELECT 2")).scalar() == 2
     assert engine.status().closed_total == 0
 
 
-def test_missing_or_mistyped_bind_parameters(pg: Fixture) -> None:
-    engine = pg.engine(connection_limit=1)
+def test_missing_or_mistyped_bind_parameters(db: faults.Database) -> None:
+    engine = db.engine(connection_limit=1)
     with engine.connect() as conn:
-        backend = pg.server.backend_id(conn)
+        backend = db.server.backend_id(conn)
         with pytest.raises(ArgumentError, match="'a'"):
             conn.execute(text("SELECT :a"), {})
         with pytest.raises(ArgumentError):
@@ -149,7 +100,7 @@ def test_missing_or_mistyped_bind_parameters(pg: Fixture) -> None:
             conn.execute(text("SELECT CAST(:a AS int)"), {"a": "seven"})
         conn.rollback()
         assert conn.execute(text("SELECT :a::int + 1"), {"a": 1}).scalar() == 2
-        assert pg.server.backend_id(conn) == backend
+        assert db.server.backend_id(conn) == backend
     assert engine.status().opened_total == 1
 
 
@@ -193,7 +144,7 @@ class Call:
     error: BaseException | None
 
 
-def test_restart_under_load(pg: Fixture, restartable: Callable[[str], None]) -> None:
+def test_restart_under_load(db: faults.Database, restartable: Callable[[str], None]) -> None:
     """A restart costs at most the queries in flight plus those issued while the server is
     down; those fail fast with errors that say the server cannot be reached, reconnecting
     makes no storm of attempts, and afterwards the pool serves without another error."""
@@ -205,10 +156,10 @@ def test_restart_under_load(pg: Fixture, restartable: Callable[[str], None]) -> 
         return engine.dialect.connect()
 
     engine = create_engine(
-        pg.url, creator=counting_creator, connection_limit=limit, pool_timeout=pool_timeout,
+        db.url, creator=counting_creator, connection_limit=limit, pool_timeout=pool_timeout,
         connect_timeout=connect_timeout,
     )  # fmt: skip
-    pg.engines.append(engine)
+    db.engines.append(engine)
     calls: list[Call] = []
     stop = threading.Event()
 
@@ -240,7 +191,7 @@ def test_restart_under_load(pg: Fixture, restartable: Callable[[str], None]) -> 
         time.sleep(3.0)
     finally:
         stop.set()
-        if not _server_accepts(pg.url):
+        if not _server_accepts(db.url):
             _pg_ctl("start")
         for thread in workers:
             thread.join(30)
@@ -277,6 +228,7 @@ def test_restart_under_load(pg: Fixture, restartable: Callable[[str], None]) -> 
     outage = starting - down
     while_down = sum(1 for t in attempts if down <= t <= starting)
     assert 1 <= while_down <= limit * 8 * (outage / pool_timeout + 1), (while_down, outage)
-    pg.server.connect()
-    assert_counts_match_server(engine, pg.server)
+    assert isinstance(db.server, PostgresBackends)
+    db.server.connect()  # the restart killed its side connection
+    assert_counts_match_server(engine, db.server)
     assert_whole(engine.pool)

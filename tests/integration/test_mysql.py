@@ -13,24 +13,11 @@ import pytest
 
 import dbpool
 from dbpool import Engine, text
+from tests.engines import engine_for
 from tests.integration.targets import with_query
 from tests.pgbouncer import free_port
 
 pymysql = pytest.importorskip("pymysql")
-
-
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-    yield made
-    for engine in made:
-        engine.dispose()
-
-
-def engine_for(engines: list[Engine], url: Any, **settings: object) -> Engine:
-    engine = dbpool.create_engine(url, **settings)
-    engines.append(engine)
-    return engine
 
 
 @pytest.fixture

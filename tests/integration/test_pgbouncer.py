@@ -4,31 +4,22 @@ one with a pool of 2 server connections), with many more clients than servers.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import dbpool
 from dbpool import Engine, text
+from tests.engines import engine_for
 from tests.integration.targets import with_query
+from tests.threads import run_threads
 
 psycopg = pytest.importorskip("psycopg")
 
 
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-    yield made
-    for engine in made:
-        engine.dispose()
-
-
-def engine_for(engines: list[Engine], url: str, **settings: Any) -> Engine:
+def bouncer_engine(engines: list[Engine], url: str, **settings: Any) -> Engine:
     settings.setdefault("pool_timeout", 60)
-    engine = dbpool.create_engine(url, **settings)
-    engines.append(engine)
-    return engine
+    return engine_for(engines, url, **settings)
 
 
 def bouncer_pool_size(pgbouncer_url: str) -> int:
@@ -44,32 +35,12 @@ def bouncer_pool_size(pgbouncer_url: str) -> int:
     raise AssertionError("PgBouncer did not report default_pool_size")
 
 
-def run_threads(count: int, work: Any) -> None:
-    errors: list[BaseException] = []
-    start = threading.Barrier(count)
-
-    def run(number: int) -> None:
-        try:
-            start.wait()
-            work(number)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    assert not errors, errors[0]
-
-
 def test_pgbouncer_mode_turns_off_prepared_statements(
     pgbouncer_url: str, engines: list[Engine]
 ) -> None:
-    with engine_for(engines, with_query(pgbouncer_url, pgbouncer="true")).connect() as conn:
+    with bouncer_engine(engines, with_query(pgbouncer_url, pgbouncer="true")).connect() as conn:
         assert conn.driver_connection.prepare_threshold is None
-    with engine_for(engines, pgbouncer_url).connect() as conn:
+    with bouncer_engine(engines, pgbouncer_url).connect() as conn:
         assert conn.driver_connection.prepare_threshold == 5  # psycopg's default
 
 
@@ -100,7 +71,7 @@ def choreography(engine: Engine, rounds: int = 10) -> list[str]:
 def test_without_pgbouncer_mode_prepared_statements_break(
     pgbouncer_url: str, engines: list[Engine]
 ) -> None:
-    problems = choreography(engine_for(engines, pgbouncer_url, connection_limit=2))
+    problems = choreography(bouncer_engine(engines, pgbouncer_url, connection_limit=2))
     assert problems, "prepared statements survived transaction pooling"
     assert any(p.startswith(("26000", "42P05")) or "another client" in p for p in problems)
 
@@ -109,7 +80,7 @@ def test_with_pgbouncer_mode_the_same_turns_never_fail(
     pgbouncer_url: str, engines: list[Engine]
 ) -> None:
     url = with_query(pgbouncer_url, pgbouncer="true")
-    assert choreography(engine_for(engines, url, connection_limit=2)) == []
+    assert choreography(bouncer_engine(engines, url, connection_limit=2)) == []
 
 
 def test_many_client_threads_over_few_server_connections(
@@ -117,7 +88,7 @@ def test_many_client_threads_over_few_server_connections(
 ) -> None:
     pool_size = bouncer_pool_size(pgbouncer_url)
     limit = pool_size * 4
-    engine = engine_for(
+    engine = bouncer_engine(
         engines, with_query(pgbouncer_url, pgbouncer="true"), connection_limit=limit
     )
     backends: set[int] = set()
@@ -145,8 +116,8 @@ def test_isolation_level_travels_with_each_transaction(
     # Nothing session-level: a serializable engine and a default one share PgBouncer's
     # server connections, and neither sees the other's level.
     url = with_query(pgbouncer_url, pgbouncer="true")
-    serializable = engine_for(engines, url, isolation_level="SERIALIZABLE", connection_limit=4)
-    default = engine_for(engines, url, connection_limit=4)
+    serializable = bouncer_engine(engines, url, isolation_level="SERIALIZABLE", connection_limit=4)
+    default = bouncer_engine(engines, url, connection_limit=4)
     show = text("SELECT current_setting('transaction_isolation')")
 
     def work(number: int) -> None:
@@ -161,7 +132,7 @@ def test_isolation_level_travels_with_each_transaction(
 
 
 def test_ping_through_pgbouncer(pgbouncer_url: str, engines: list[Engine]) -> None:
-    engine = engine_for(engines, with_query(pgbouncer_url, pgbouncer="true"), pre_ping=0)
+    engine = bouncer_engine(engines, with_query(pgbouncer_url, pgbouncer="true"), pre_ping=0)
     for _ in range(5):  # pinged on every checkout
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1

@@ -13,18 +13,11 @@ import pytest
 
 import dbpool
 from dbpool import Engine, text
+from tests.engines import engine_for
 from tests.integration.targets import with_query
 from tests.pgbouncer import free_port
 
 psycopg = pytest.importorskip("psycopg")
-
-
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-    yield made
-    for engine in made:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -36,12 +29,6 @@ def admin(postgres_url: str) -> Iterator[Any]:
         password=url.password, autocommit=True,
     ) as conn:  # fmt: skip
         yield conn
-
-
-def engine_for(engines: list[Engine], url: str, **settings: object) -> Engine:
-    engine = dbpool.create_engine(url, **settings)
-    engines.append(engine)
-    return engine
 
 
 def backend_state(admin: Any, pid: int) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -78,68 +79,60 @@ def script_url(postgres_url: str, app: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-# Three connections in use at once, then a line, then the script waits for "go".
-USE_THREE = """
-    def use_three(engine):
-        with engine.connect() as a, engine.connect() as b, engine.connect() as c:
-            for conn in (a, b, c):
-                conn.execute(text("SELECT 1"))
-            print("three in use", flush=True)
-            sys.stdin.readline()
+# Three connections in use at once, then a line, and the script waits for "go"; then
+# ``main`` disposes of the engine in its own way, another line, and it waits again.
+THREE_THEN_DISPOSED = """
+import sys
+import dbpool
+from dbpool import text
+
+def use_three(engine):
+    with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+        for conn in (a, b, c):
+            conn.execute(text("SELECT 1"))
+        print("three in use", flush=True)
+        sys.stdin.readline()
+
+{main}
+print("disposed", flush=True)
+sys.stdin.readline()
 """
+
+
+def assert_no_connections_once_disposed(server: Server, app: str, main: str, why: str) -> None:
+    script = Script(THREE_THEN_DISPOSED.format(main=textwrap.dedent(main)))
+    script.expect("three in use")
+    assert server.wait_for_connections(app, 3) == 3
+    script.tell("go")
+    script.expect("disposed")
+    assert server.wait_for_connections(app, 0) == 0, why
+    script.tell("go")
+    assert script.finish() == 0, script.stderr
 
 
 def test_a_with_block_script_leaves_no_connections(
     server: Server, app: str, script_url: str
 ) -> None:
-    script = Script(
-        f"""
-    import sys
-    import dbpool
-    from dbpool import text
-    {USE_THREE.strip()}
-
+    main = f"""
     with dbpool.create_engine({script_url!r}, connection_limit=5) as engine:
         use_three(engine)
-    print("disposed", flush=True)
-    sys.stdin.readline()
     """
+    assert_no_connections_once_disposed(
+        server, app, main, "the with block closed every connection"
     )
-    script.expect("three in use")
-    assert server.wait_for_connections(app, 3) == 3
-    script.tell("go")
-    script.expect("disposed")
-    assert server.wait_for_connections(app, 0) == 0, "the with block closed every connection"
-    script.tell("go")
-    assert script.finish() == 0, script.stderr
 
 
 def test_a_script_that_disposes_explicitly_leaves_no_connections(
     server: Server, app: str, script_url: str
 ) -> None:
-    script = Script(
-        f"""
-    import sys
-    import dbpool
-    from dbpool import text
-    {USE_THREE.strip()}
-
+    main = f"""
     engine = dbpool.create_engine({script_url!r}, connection_limit=5)
     try:
         use_three(engine)
     finally:
         engine.dispose()
-    print("disposed", flush=True)
-    sys.stdin.readline()
     """
-    )
-    script.expect("three in use")
-    assert server.wait_for_connections(app, 3) == 3
-    script.tell("go")
-    script.expect("disposed")
-    assert server.wait_for_connections(app, 0) == 0, "dispose() closed every connection"
-    script.tell("go")
-    assert script.finish() == 0, script.stderr
+    assert_no_connections_once_disposed(server, app, main, "dispose() closed every connection")
 
 
 @pytest.fixture
