@@ -289,6 +289,27 @@ def query(conn: Any) -> None:
     cur.close()
 
 
+def execute_driver_sql(conn: Any) -> None:
+    """The same one round trip through a SQLAlchemy-style Connection."""
+    conn.exec_driver_sql(SQL).fetchall()
+
+
+def checkout_op(
+    checkout: Callable[[], Any], run: Callable[[Any], object], release: Callable[[Any], object]
+) -> Op:
+    """op(): one checkout, ``run`` on what it gave, and its release. Every contender's op
+    is made here, so each pays the same calls around its own work."""
+
+    def op() -> None:
+        c = checkout()
+        try:
+            run(c)
+        finally:
+            release(c)
+
+    return op
+
+
 def prefill(
     checkout: Callable[[], Any], release: Callable[[Any], object], raw: Callable[[Any], Any]
 ) -> list[Any]:
@@ -307,37 +328,20 @@ def open_bare_queue(db: Database) -> Opened:
     q: queue.LifoQueue[Any] = queue.LifoQueue()
     for c in conns:
         q.put(c)
-    get, put = q.get, q.put
-
-    def op() -> None:
-        c = get()
-        try:
-            query(c)
-        finally:
-            put(c)
 
     def close() -> None:
         for c in conns:
             c.close()
 
-    return Opened(op, conns, close)
+    return Opened(checkout_op(q.get, query, q.put), conns, close)
 
 
 def open_dbpool_engine(db: Database) -> Opened:
     engine = require_dbpool().create_engine(
         db.url, connection_limit=LIMIT, isolation_level="AUTOCOMMIT"
     )
-    connect = engine.connect
-
-    def op() -> None:
-        c = connect()
-        try:
-            c.exec_driver_sql(SQL).fetchall()
-        finally:
-            c.close()
-
-    raw = prefill(connect, CLOSE, lambda c: c.driver_connection)
-    return Opened(op, raw, engine.dispose)
+    raw = prefill(engine.connect, CLOSE, lambda c: c.driver_connection)
+    return Opened(checkout_op(engine.connect, execute_driver_sql, CLOSE), raw, engine.dispose)
 
 
 def open_dbpool_queuepool(db: Database) -> Opened:
@@ -345,16 +349,8 @@ def open_dbpool_queuepool(db: Database) -> Opened:
     # (it looks for `in_transaction`), so by default it calls rollback() on every return,
     # which PyMySQL sends to the server. Give it the driver's answer, as a dialect would.
     pool = require_dbpool().QueuePool(db.connect, connection_limit=LIMIT, reset=db.reset)
-    connect = pool.connect
-
-    def op() -> None:
-        c = connect()
-        try:
-            query(c.driver_connection)
-        finally:
-            c.close()
-
-    raw = prefill(connect, CLOSE, lambda c: c.driver_connection)
+    op = checkout_op(pool.connect, lambda c: query(c.driver_connection), CLOSE)
+    raw = prefill(pool.connect, CLOSE, lambda c: c.driver_connection)
     return Opened(op, raw, pool.dispose)
 
 
@@ -368,17 +364,8 @@ def open_sqlalchemy(db: Database) -> Opened:
         isolation_level="AUTOCOMMIT",
         skip_autocommit_rollback=True,  # else Connection.close() sends ROLLBACK on PyMySQL
     )
-    connect = engine.connect
-
-    def op() -> None:
-        c = connect()
-        try:
-            c.exec_driver_sql(SQL).fetchall()
-        finally:
-            c.close()
-
-    raw = prefill(connect, CLOSE, lambda c: c.connection.driver_connection)
-    return Opened(op, raw, engine.dispose)
+    raw = prefill(engine.connect, CLOSE, lambda c: c.connection.driver_connection)
+    return Opened(checkout_op(engine.connect, execute_driver_sql, CLOSE), raw, engine.dispose)
 
 
 def open_dbutils(db: Database) -> Opened:
@@ -389,17 +376,8 @@ def open_dbutils(db: Database) -> Opened:
     pool = PooledDB(
         db.module, maxconnections=LIMIT, blocking=True, ping=0, reset=False, **db.connect_kwargs
     )
-    connection = pool.connection
-
-    def op() -> None:
-        c = connection()
-        try:
-            query(c)
-        finally:
-            c.close()
-
-    raw = prefill(connection, CLOSE, lambda c: c.dbapi_connection)
-    return Opened(op, raw, pool.close)
+    raw = prefill(pool.connection, CLOSE, lambda c: c.dbapi_connection)
+    return Opened(checkout_op(pool.connection, query, CLOSE), raw, pool.close)
 
 
 COMMON_DB_CONTENDERS = [

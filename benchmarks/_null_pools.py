@@ -153,6 +153,19 @@ def open_warm(opener: Callable[[int, float], NullPool], limit: int, timeout: flo
     return pool
 
 
+def installed(names: list[str], limit: int, timeout: float) -> tuple[list[str], list[str]]:
+    """The pools among ``names`` that open here, and a note for each one skipped."""
+    kept, notes = [], []
+    for name in names:
+        try:
+            NULL_POOLS[name](limit, timeout).close()
+        except ImportError as exc:
+            notes.append(f"skipped {name}: {exc}")
+        else:
+            kept.append(name)
+    return kept, notes
+
+
 SKETCH = "FIFO hand-off sketch"
 NULL_POOLS: dict[str, Callable[[int, float], NullPool]] = {
     "dbpool QueuePool": open_dbpool,

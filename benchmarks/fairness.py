@@ -25,7 +25,7 @@ from _harness import (
     selected,
     sweep,
 )
-from _null_pools import NULL_POOLS, SKETCH, open_warm
+from _null_pools import NULL_POOLS, SKETCH, installed, open_warm
 
 LIMIT = 4
 HOLD = 0.001  # seconds a checkout keeps its connection
@@ -88,14 +88,7 @@ def measure(name: str, threads: int, seconds: float) -> dict[str, float]:
 
 def main() -> int:
     args = parse_args(__doc__, seconds=3.0, rounds=3, threads="16,64")
-    names = selected(CONTENDERS, args.only)
-    notes = []
-    for name in list(names):
-        try:
-            NULL_POOLS[name](LIMIT, TIMEOUT).close()
-        except ImportError as exc:
-            notes.append(f"skipped {name}: {exc}")
-            names.remove(name)
+    names, notes = installed(selected(CONTENDERS, args.only), LIMIT, TIMEOUT)
 
     samples = sweep(names, args.threads, args.rounds, lambda n, t: measure(n, t, args.seconds))
 

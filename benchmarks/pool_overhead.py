@@ -19,7 +19,7 @@ from _harness import (
     selected,
     sweep,
 )
-from _null_pools import NULL_POOLS, SKETCH, open_warm
+from _null_pools import NULL_POOLS, SKETCH, installed, open_warm
 
 LIMIT = 4
 TIMEOUT = 30.0  # seconds; no checkout should ever get near it
@@ -27,14 +27,7 @@ TIMEOUT = 30.0  # seconds; no checkout should ever get near it
 
 def main() -> int:
     args = parse_args(__doc__, seconds=2.0, rounds=3, threads="1,16,64")
-    names = selected(NULL_POOLS, args.only)
-    notes = []
-    for name in list(names):
-        try:
-            NULL_POOLS[name](LIMIT, TIMEOUT).close()
-        except ImportError as exc:
-            notes.append(f"skipped {name}: {exc}")
-            names.remove(name)
+    names, notes = installed(selected(NULL_POOLS, args.only), LIMIT, TIMEOUT)
 
     def measure(name: str, threads: int) -> dict[str, float]:
         pool = open_warm(NULL_POOLS[name], LIMIT, TIMEOUT)

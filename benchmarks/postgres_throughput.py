@@ -18,6 +18,7 @@ from _harness import (
     Database,
     DbContender,
     Opened,
+    checkout_op,
     db_throughput_main,
     prefill,
     query,
@@ -80,17 +81,8 @@ def open_psycopg_pool(db: Database) -> Opened:
 
     pool = ConnectionPool(min_size=LIMIT, max_size=LIMIT, kwargs=db.connect_kwargs, open=True)
     pool.wait()
-    getconn, putconn = pool.getconn, pool.putconn
-
-    def op() -> None:
-        c = getconn()
-        try:
-            query(c)
-        finally:
-            putconn(c)
-
-    raw = prefill(getconn, putconn, lambda c: c)
-    return Opened(op, raw, pool.close)
+    raw = prefill(pool.getconn, pool.putconn, lambda c: c)
+    return Opened(checkout_op(pool.getconn, query, pool.putconn), raw, pool.close)
 
 
 CONTENDERS = [

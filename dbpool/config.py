@@ -133,13 +133,13 @@ def parse_schema(name: str, value: object) -> str | None:
     raise ConfigError(f"{name} must be a non-empty schema name, got {_shown(value)}")
 
 
-def _limit(name: str, value: object) -> int:
+def parse_positive_int(name: str, value: object) -> int:
     return parse_int_at_least(name, value, 1)
 
 
 # name -> parser; the order is the order of the CLI's settings table.
 SETTINGS: dict[str, Callable[[str, object], Any]] = {
-    "connection_limit": _limit,
+    "connection_limit": parse_positive_int,
     "pool_timeout": parse_seconds,
     "connect_timeout": parse_seconds,
     "max_idle_connection_lifetime": parse_seconds,

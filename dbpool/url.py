@@ -154,16 +154,12 @@ class URL:
     def __repr__(self) -> str:
         return f"URL({self.render_as_string(hide_password=True)!r})"
 
+    def _parts(self) -> tuple[Any, ...]:
+        """Every field but the query, in the constructor's order."""
+        return (self.drivername, self.username, self.password, self.host, self.port, self.database)
+
     def _key(self) -> tuple[Any, ...]:
-        return (
-            self.drivername,
-            self.username,
-            self.password,
-            self.host,
-            self.port,
-            self.database,
-            tuple(sorted(self.query.items())),
-        )
+        return (*self._parts(), tuple(sorted(self.query.items())))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, URL):
@@ -175,18 +171,7 @@ class URL:
 
     def __reduce__(self) -> tuple[type[URL], tuple[Any, ...]]:
         # A mappingproxy cannot be pickled or deep-copied; rebuild from a plain dict.
-        return (
-            type(self),
-            (
-                self.drivername,
-                self.username,
-                self.password,
-                self.host,
-                self.port,
-                self.database,
-                dict(self.query),
-            ),
-        )
+        return (type(self), (*self._parts(), dict(self.query)))
 
     def set(self, **changes: Any) -> URL:
         """A copy with the given fields replaced, e.g. ``url.set(database="other")``."""

@@ -55,6 +55,14 @@ def assert_password_free(error: BaseException) -> None:
         seen = seen.__cause__ or seen.__context__
 
 
+def rejected(query: str = "", **kwargs: Any) -> str:
+    """The message of the ConfigError ``engine(query, **kwargs)`` raises (password-free)."""
+    with pytest.raises(ConfigError) as info:
+        engine(query, **kwargs)
+    assert_password_free(info.value)
+    return str(info.value)
+
+
 # -- defaults ---------------------------------------------------------------------------
 
 
@@ -268,12 +276,9 @@ def test_an_isolation_level_the_dialect_lacks_is_rejected() -> None:
 
 
 def test_unknown_query_parameter_near_a_setting_gets_did_you_mean() -> None:
-    with pytest.raises(ConfigError) as info:
-        engine("conection_limit=5")
-    message = str(info.value)
+    message = rejected("conection_limit=5")
     assert "'conection_limit'" in message
     assert 'Did you mean "connection_limit"?' in message
-    assert_password_free(info.value)
 
 
 def test_unknown_query_parameter_near_a_driver_parameter_gets_did_you_mean() -> None:
@@ -282,22 +287,17 @@ def test_unknown_query_parameter_near_a_driver_parameter_gets_did_you_mean() -> 
 
 
 def test_unknown_query_parameter_far_from_everything() -> None:
-    with pytest.raises(ConfigError) as info:
-        engine("frobnicate=1")
-    message = str(info.value)
+    message = rejected("frobnicate=1")
     assert "'frobnicate'" in message
     assert "neither a pool setting nor accepted by the fake driver" in message
     assert "Did you mean" not in message
 
 
 def test_unknown_keyword_near_a_setting_gets_did_you_mean() -> None:
-    with pytest.raises(ConfigError) as info:
-        engine(conection_limit=5)
-    message = str(info.value)
+    message = rejected(conection_limit=5)
     assert "'conection_limit'" in message
     assert 'Did you mean "connection_limit"?' in message
     assert "pool_timeout" in message  # lists what it takes
-    assert_password_free(info.value)
 
 
 def test_unknown_keyword_near_an_engine_keyword_gets_did_you_mean() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 import dbpool
 from dbpool import ConfigError, PoolTimeoutError, text
 from dbpool.events import EVENT_NAMES
+from tests.engines import engine_for
 from tests.fakedb import wait_for
 from tests.test_lifecycle import run_script
 
@@ -24,15 +25,14 @@ PASSWORD = "s3cret-Pa55"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[dbpool.Engine]:
-    eng = dbpool.create_engine(
+def engine(tmp_path: Path, engines: list[dbpool.Engine]) -> dbpool.Engine:
+    return engine_for(
+        engines,
         f"sqlite://app:{PASSWORD}@/{tmp_path / 'app.db'}",
         connection_limit=1,
         pool_timeout=0.1,
         max_idle_connection_lifetime=0,
     )
-    yield eng
-    eng.dispose()
 
 
 class Recorder:

@@ -15,6 +15,7 @@ import pytest
 import dbpool
 from dbpool import ConfigError, PoolTimeoutError, text
 from dbpool.metrics import Metrics, PrometheusCollector
+from tests.engines import engine_for
 from tests.fakedb import wait_for
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -36,16 +37,15 @@ HISTOGRAMS = ["dbpool_pool_wait_duration_seconds", "dbpool_client_queries_durati
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[dbpool.Engine]:
-    eng = dbpool.create_engine(
+def engine(tmp_path: Path, engines: list[dbpool.Engine]) -> dbpool.Engine:
+    return engine_for(
+        engines,
         f"sqlite:///{tmp_path / 'app.db'}",
         connection_limit=2,
         pool_timeout=30,
         max_idle_connection_lifetime=0,
         metrics_labels={"app": "shop"},
     )
-    yield eng
-    eng.dispose()
 
 
 def by_key(metrics: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from dbpool.config import parse_bool, parse_int_at_least, parse_seconds
+from dbpool.config import parse_bool, parse_positive_int, parse_seconds
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
 
@@ -59,10 +59,6 @@ def _positive_seconds(name: str, value: str) -> float:
     return seconds
 
 
-def _positive_int(name: str, value: str) -> int:
-    return parse_int_at_least(name, value, 1)
-
-
 # Query parameter -> parser of its value; each becomes the PyMySQL argument of that name.
 QUERY_PARAMS: dict[str, Callable[[str, str], Any]] = {
     "bind_address": _text,
@@ -70,7 +66,7 @@ QUERY_PARAMS: dict[str, Callable[[str, str], Any]] = {
     "collation": _text,
     "init_command": _text,
     "local_infile": parse_bool,
-    "max_allowed_packet": _positive_int,
+    "max_allowed_packet": parse_positive_int,
     "program_name": _text,
     "read_timeout": _positive_seconds,
     "sql_mode": _text,

@@ -232,6 +232,37 @@ def killing_idle_connections_without_pre_ping(engine: Engine, server: Backends) 
     assert_counts_match_server(engine, server)
 
 
+def a_killed_connection_is_detected_and_replaced(
+    engine: Engine, backend_id: Callable[[dbpool.Connection], int], kill: Callable[[int], object]
+) -> OperationalError:
+    """The connection behind a checkout is killed: the next statement raises OperationalError
+    saying the connection was lost, and after a rollback the same Connection carries on with
+    a new one in the same slot. Returns the error."""
+    with engine.connect() as conn:
+        backend = backend_id(conn)
+        conn.commit()
+        kill(backend)
+        with pytest.raises(OperationalError, match=LOST) as info:
+            conn.execute(text("SELECT 1"))
+        assert info.value.connection_invalidated
+        conn.rollback()
+        assert backend_id(conn) != backend
+    assert engine.status().open == 1
+    return info.value
+
+
+def pre_ping_replaces_a_killed_idle_connection(
+    engine: Engine, backend_id: Callable[[dbpool.Connection], int], kill: Callable[[int], object]
+) -> None:
+    with engine.connect() as conn:
+        backend = backend_id(conn)
+        conn.commit()
+    kill(backend)
+    with engine.connect() as conn:
+        assert backend_id(conn) != backend
+    assert engine.status().opened_total == 2
+
+
 def killing_a_busy_connection(engine: Engine, server: Backends, driver_error: type) -> None:
     """One checked-out connection killed: exactly its caller gets OperationalError saying
     the connection was lost; the others carry on; the count stays right."""

@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import dbpool
 from dbpool import Engine, text
 from tests.engines import engine_for
+from tests.integration import faults
 from tests.integration.targets import with_query
 from tests.pgbouncer import free_port
 
@@ -231,36 +233,30 @@ def test_ping_uses_com_ping(mysql_url: str, engines: list[Engine]) -> None:
 # -- disconnects -------------------------------------------------------------------------
 
 
+def connection_id(conn: dbpool.Connection) -> int:
+    return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+
+
+def kill(admin: Any, thread_id: int) -> None:
+    with admin.cursor() as cursor:
+        cursor.execute(f"KILL {thread_id}")
+
+
 def test_a_killed_connection_is_detected_and_replaced(
     mysql_url: str, engines: list[Engine], admin: Any
 ) -> None:
     engine = engine_for(engines, mysql_url, connection_limit=1, pre_ping=False)
-    with engine.connect() as conn:
-        thread_id = conn.driver_connection.thread_id()
-        with admin.cursor() as cursor:
-            cursor.execute(f"KILL {thread_id}")
-        with pytest.raises(
-            dbpool.OperationalError, match="connection to the database was lost"
-        ) as e:
-            conn.execute(text("SELECT 1"))
-        assert e.value.connection_invalidated
-        conn.rollback()
-        assert conn.execute(text("SELECT CONNECTION_ID()")).scalar() != thread_id
-    assert engine.status().open == 1
+    error = faults.a_killed_connection_is_detected_and_replaced(
+        engine, connection_id, partial(kill, admin)
+    )
+    assert isinstance(error.orig, pymysql.OperationalError)
 
 
 def test_pre_ping_replaces_a_killed_idle_connection(
     mysql_url: str, engines: list[Engine], admin: Any
 ) -> None:
     engine = engine_for(engines, mysql_url, connection_limit=1, pre_ping=0)
-    with engine.connect() as conn:
-        thread_id = conn.execute(text("SELECT CONNECTION_ID()")).scalar()
-        conn.commit()
-    with admin.cursor() as cursor:
-        cursor.execute(f"KILL {thread_id}")
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT CONNECTION_ID()")).scalar() != thread_id
-    assert engine.status().opened_total == 2
+    faults.pre_ping_replaces_a_killed_idle_connection(engine, connection_id, partial(kill, admin))
 
 
 @pytest.mark.parametrize(

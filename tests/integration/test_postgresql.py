@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import dbpool
 from dbpool import Engine, text
 from tests.engines import engine_for
+from tests.integration import faults
 from tests.integration.targets import with_query
 from tests.pgbouncer import free_port
 
@@ -212,35 +214,31 @@ def test_in_transaction_follows_the_server(postgres_url: str, engines: list[Engi
 # -- disconnects -------------------------------------------------------------------------
 
 
+def backend_pid(conn: dbpool.Connection) -> int:
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def terminate(admin: Any, pid: int) -> None:
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
 def test_a_terminated_backend_is_detected_and_replaced(
     postgres_url: str, engines: list[Engine], admin: Any
 ) -> None:
     engine = engine_for(engines, postgres_url, connection_limit=1, pre_ping=False)
-    with engine.connect() as conn:
-        pid = conn.driver_connection.info.backend_pid
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(
-            dbpool.OperationalError, match="connection to the database was lost"
-        ) as e:
-            conn.execute(text("SELECT 1"))
-        assert e.value.connection_invalidated
-        assert isinstance(e.value.orig, psycopg.errors.AdminShutdown)
-        conn.rollback()
-        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
-    assert engine.status().open == 1
+    error = faults.a_killed_connection_is_detected_and_replaced(
+        engine, backend_pid, partial(terminate, admin)
+    )
+    assert isinstance(error.orig, psycopg.errors.AdminShutdown)
 
 
 def test_pre_ping_replaces_a_dead_idle_connection(
     postgres_url: str, engines: list[Engine], admin: Any
 ) -> None:
     engine = engine_for(engines, postgres_url, connection_limit=1, pre_ping=0)
-    with engine.connect() as conn:
-        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-        conn.commit()
-    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
-    assert engine.status().opened_total == 2
+    faults.pre_ping_replaces_a_killed_idle_connection(
+        engine, backend_pid, partial(terminate, admin)
+    )
 
 
 @pytest.mark.parametrize(
