@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
 
 from tests import pgbouncer
 from tests.fakedb import FakeDB, MakePool
@@ -142,3 +143,10 @@ def mysql_user(mysql_url: str) -> Iterator[tuple[str, str]]:
         with conn.cursor() as cursor:
             cursor.execute("DROP USER IF EXISTS %s@'%%'", (user,))
         conn.close()
+
+
+# CI runs hypothesis derandomized, so a red build is reproducible and never a coin toss;
+# developers keep random exploration.
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")

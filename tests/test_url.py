@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbpool.exc import ConfigError, DBPoolError
-from dbpool.url import URL, make_url
+from dbpool.url import _SECRET_NAME, URL, hide_secrets, make_url
 
 SECRET = "S3cr3t-pw"
 FUZZ = settings(max_examples=300, deadline=None)
@@ -554,11 +554,18 @@ def test_fuzz_round_trip_and_hidden_password(url: URL) -> None:
     # Only the password contains "PW-", and percent-encoding never produces it.
     assert "PW-" not in hidden
     assert "PW-" not in repr(url)
+    # Password-like query parameters are hidden too: build the expected text from a URL
+    # whose query is masked the documented way.
+    masked = url.set(
+        query={
+            k: "***" if _SECRET_NAME.search(k) else hide_secrets(v) for k, v in url.query.items()
+        }
+    ).render_as_string(hide_password=False)
     if url.password is not None:
         assert "PW-" in shown
-        assert hidden == shown.replace(":" + quote(url.password, safe="") + "@", ":***@", 1)
+        assert hidden == masked.replace(":" + quote(url.password, safe="") + "@", ":***@", 1)
     else:
-        assert hidden == shown
+        assert hidden == masked
 
 
 @FUZZ
