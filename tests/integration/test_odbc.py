@@ -72,43 +72,20 @@ class PostgresODBCBackends(PostgresBackends):
         return list(cursor.fetchall()) if cursor.description else []
 
 
-@dataclass
-class MariaDBODBCBackends:
-    """MariaDB's view of the connections an engine opened (ids noted at connect)."""
-
-    url: str
-    opened: set[int] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        import pymysql
-
-        parsed = make_url(self.url)
-        self.conn = pymysql.connect(
-            host=parsed.host, port=parsed.port or 3306, user=parsed.username,
-            password=parsed.password or "", database=parsed.database, autocommit=True,
-        )  # fmt: skip
+class MariaDBODBCBackends(faults.MariaDBBackends):
+    """MariaDB's view of the connections an engine opened through its ODBC driver."""
 
     def note(self, dbapi_connection: Any) -> None:
-        """The engines' ``connect`` listener: remember the new connection's id."""
+        """The engines' ``connect`` listener: pyodbc has no thread_id(), so ask the server."""
         cursor = dbapi_connection.cursor()
         self.opened.add(int(cursor.execute("SELECT CONNECTION_ID()").fetchval()))
         cursor.close()
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-
-    def ids(self) -> set[int]:
-        if not self.opened:
-            return set()
-        rows = self.query(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN %s", (tuple(self.opened),)
-        )
-        return {int(row[0]) for row in rows}
+        return self._query(sql, params)
 
     def state(self, backend: int) -> str:
-        rows = self.query(
+        rows = self._query(
             "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = %s", (backend,)
         )
         if not rows:
@@ -120,22 +97,11 @@ class MariaDBODBCBackends:
         # InnoDB refreshes this table only when it was not read for 0.1 s: reads must not
         # come closer together than that, or it never changes.
         time.sleep(0.15)
-        rows = self.query(
+        rows = self._query(
             "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %s",
             (backend,),
         )
         return bool(rows[0][0])
-
-    def kill(self, ids: set[int]) -> None:
-        for backend in ids:
-            self.query("KILL CONNECTION %s", (backend,))
-        assert wait_until(lambda: not (self.ids() & ids)), "the connections were not killed"
-
-    def backend_id(self, conn: dbpool.Connection) -> int:
-        return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 @dataclass
