@@ -31,7 +31,8 @@ from dbpool.exc import (
     Warning,
 )
 from dbpool.metrics import Metrics
-from dbpool.pool import PooledConnection, PoolStatus, QueuePool
+from dbpool.pool import PoolStatus, QueuePool
+from dbpool.proxy import PooledConnection
 from dbpool.result import (
     MappingResult,
     MultipleResultsFound,

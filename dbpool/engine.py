@@ -25,7 +25,8 @@ from dbpool.exc import (
 from dbpool.histogram import QUERY_BUCKETS, Histogram
 from dbpool.lifecycle import ExitHooks
 from dbpool.metrics import Metrics
-from dbpool.pool import INHERITED_AFTER_FORK, PoolStatus, QueuePool, _Record
+from dbpool.pool import PoolStatus, QueuePool, _Record
+from dbpool.proxy import INHERITED_AFTER_FORK
 from dbpool.result import Result
 from dbpool.sql import TextClause
 from dbpool.url import URL, make_url
