@@ -547,7 +547,7 @@ class QueuePool:
         if self.events.checkin:
             self.events.fire("checkin", conn)
         now = _monotonic()
-        if now >= record.expires_at or record.generation < self._retire_below:
+        if now >= record.expires_at:
             self._discard(record)
             return
         record.last_used = now
@@ -560,9 +560,10 @@ class QueuePool:
         lock = self._lock
         lock.acquire()
         try:
-            retired = record.generation < self._retire_below  # a dispose() raced this return
+            # Checked out before a dispose() (or one that raced this return): close it.
+            retired = record.generation < self._retire_below
             if retired:
-                pass
+                pass  # closed below, outside the lock
             elif self._waiters:
                 self._waiters.popleft().notify(record)
             else:
