@@ -34,6 +34,8 @@ _ZERO_MEANS = {
     "max_idle_connection_lifetime": "never",
     "max_connection_lifetime": "none",
     "leak_detection_threshold": "off",
+    "validation_timeout": "no limit",
+    "socket_timeout": "no limit",
 }
 
 
@@ -168,10 +170,19 @@ def check(url: URL, origin: str, *, threads: int, checkouts: int, sql: str) -> i
 
 
 def settings_rows(engine: Engine) -> list[tuple[str, str, str]]:
-    """One row per setting: its name, its value in words, and where it came from."""
+    """One row per setting: its name, its value in words, and where it came from.
+
+    Settings that mean nothing for the database (the dialect's ``inapplicable_settings``)
+    are left out, unless the URL gives one: then the row says it has no effect."""
     rows = []
+    inapplicable = engine.dialect.inapplicable_settings
     for name, value in engine.config.items():
-        if name in engine.url.query:
+        given = name in engine.url.query
+        if name in inapplicable:
+            if not given:
+                continue
+            source = f"URL (no effect on {engine.dialect.name})"
+        elif given:
             source = "URL"
         elif name == "connection_limit":
             special = engine.dialect.default_connection_limit

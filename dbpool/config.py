@@ -145,6 +145,8 @@ SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "max_idle_connection_lifetime": parse_seconds,
     "max_connection_lifetime": parse_seconds,
     "pre_ping": parse_pre_ping,
+    "validation_timeout": parse_seconds,
+    "socket_timeout": parse_seconds,
     "leak_detection_threshold": parse_seconds,
     "isolation_level": parse_isolation_level,
     "pgbouncer": parse_bool,
@@ -157,6 +159,8 @@ DEFAULTS: dict[str, Any] = {
     "max_idle_connection_lifetime": 300.0,
     "max_connection_lifetime": 0.0,
     "pre_ping": PRE_PING_WINDOW,
+    "validation_timeout": 2.0,
+    "socket_timeout": 0.0,
     "leak_detection_threshold": 0.0,
     "isolation_level": None,
     "pgbouncer": False,
@@ -174,6 +178,8 @@ class EngineConfig:
     max_idle_connection_lifetime: float
     max_connection_lifetime: float
     pre_ping: float | None
+    validation_timeout: float
+    socket_timeout: float
     leak_detection_threshold: float
     isolation_level: str | None
     pgbouncer: bool

@@ -1,7 +1,9 @@
-"""HTML tables for Jupyter (``_repr_html_``): settings and live counts, never a password."""
+"""HTML tables for Jupyter (``_repr_html_``): settings and live counts, never a password,
+and the first rows of a query result."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -29,3 +31,42 @@ def engine_html(engine: Engine) -> str:
     ]
     counts = list(vars(engine.status()).items())
     return _table(f"Engine {engine.url}", [("url", engine.url), *settings, *counts])
+
+
+# A notebook shows a result's first rows only: enough to see its shape, never a page of
+# ten thousand rows (nor a value of a megabyte) in the notebook file.
+RESULT_MAX_ROWS = 20
+RESULT_MAX_CHARS = 200
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "<td><i>NULL</i></td>"
+    text = str(value)
+    if len(text) > RESULT_MAX_CHARS:
+        text = text[: RESULT_MAX_CHARS - 1] + "…"
+    return f"<td>{escape(text)}</td>"
+
+
+def result_html(keys: Sequence[str], rows: Sequence[Sequence[object]], start: int = 0) -> str:
+    """A table under the ``keys`` headers of ``rows[start:]``, at most ``RESULT_MAX_ROWS``
+    of them; the ``start`` rows before were already fetched from the result."""
+    total = len(rows) - start
+    shown = rows[start : start + RESULT_MAX_ROWS]
+    caption = f"Result: {total} row{'' if total == 1 else 's'}"
+    if total > len(shown):
+        caption += f", showing {len(shown)}"
+    if start:
+        caption += f" ({start} already fetched)"
+    head = "".join(f"<th>{escape(str(key))}</th>" for key in keys)
+    body = "".join(f"<tr>{''.join(_cell(v) for v in row)}</tr>" for row in shown)
+    if total > len(shown):
+        more = total - len(shown)
+        body += (
+            f"<tr><td colspan='{max(len(keys), 1)}'><i>… {more} more "
+            f"row{'' if more == 1 else 's'}</i></td></tr>"
+        )
+    return (
+        f"<table><caption>{escape(caption)}</caption>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )

@@ -62,7 +62,9 @@ class Engine:
         if echo:
             _show_echo_output()
         self.query_histogram = Histogram(QUERY_BUCKETS)
-        self.metrics = Metrics(pool, self.query_histogram, metrics_labels)
+        self.metrics = Metrics(
+            pool, self.query_histogram, metrics_labels, timeouts=dialect.timeouts
+        )
         self._exit_hooks = ExitHooks()
         shared.track(self)
 
@@ -452,7 +454,10 @@ def create_engine(
         leak_detection_threshold=config.leak_detection_threshold,
         ping=dialect.ping if dialect.supports_ping else None,
         reset=dialect.reset,
+        close=dialect.close,
+        abort=dialect.abort,
         name=dialect.name,
+        where=dialect.describe(),
     )
     return Engine(parsed, dialect, config, pool, echo=echo, metrics_labels=metrics_labels)
 

@@ -7,6 +7,7 @@ catch one hierarchy whatever the database.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 
@@ -34,6 +35,15 @@ class PoolTimeoutError(DBPoolError):
         self.connection_limit = connection_limit
         self.pool_timeout = pool_timeout
         self.waited = waited
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (multiprocessing, Django's parallel test runner): Exception's own
+        # pickling passes only the message, and the keyword arguments are required.
+        return (
+            partial(type(self), connection_limit=self.connection_limit,
+                    pool_timeout=self.pool_timeout, waited=self.waited),
+            (str(self),),
+        )  # fmt: skip
 
 
 class PoolDisposedError(DBPoolError):

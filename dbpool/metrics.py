@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dbpool.engine import Engine
     from dbpool.histogram import Histogram
     from dbpool.pool import PoolStatus, QueuePool
+    from dbpool.timeouts import Timeouts
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _INF = float("inf")
@@ -32,7 +33,16 @@ COUNTERS = (
     ("dbpool_pool_connections_opened_total", "Connections opened since the engine was made"),
     ("dbpool_pool_connections_closed_total", "Connections closed since the engine was made"),
     ("dbpool_pool_timeouts_total", "Checkouts that gave up after pool_timeout (error P2024)"),
+    (
+        "dbpool_pool_validation_failures_total",
+        "Pre-pings that failed or got no answer within validation_timeout (each connection "
+        "was replaced)",
+    ),
     ("dbpool_client_queries_total", "Statements run through the engine's connections"),
+    (
+        "dbpool_client_socket_timeouts_total",
+        "Statements, commits, rollbacks and resets that got no answer within socket_timeout",
+    ),
 )
 GAUGES = (
     ("dbpool_pool_connections_open", "Connections open now, busy or idle"),
@@ -114,11 +124,17 @@ class Metrics:
     """
 
     def __init__(
-        self, pool: QueuePool, query_histogram: Histogram, labels: Mapping[str, str] | None = None
+        self,
+        pool: QueuePool,
+        query_histogram: Histogram,
+        labels: Mapping[str, str] | None = None,
+        *,
+        timeouts: Timeouts | None = None,
     ) -> None:
         # The pool and histogram, not the engine: no reference cycle keeps an engine alive.
         self._pool = pool
         self._query_histogram = query_histogram
+        self._timeouts = timeouts
         self._labels: Mapping[str, str] = MappingProxyType(_validate_labels(labels))
 
     @property
@@ -137,7 +153,11 @@ class Metrics:
             "dbpool_pool_connections_opened_total": status.opened_total,
             "dbpool_pool_connections_closed_total": status.closed_total,
             "dbpool_pool_timeouts_total": status.timeouts_total,
+            "dbpool_pool_validation_failures_total": self._pool.validation_failures_total,
             "dbpool_client_queries_total": queries.count,
+            "dbpool_client_socket_timeouts_total": (
+                0 if self._timeouts is None else self._timeouts.socket_timeouts_total
+            ),
             "dbpool_pool_connections_open": status.open,
             "dbpool_pool_connections_busy": status.busy,
             "dbpool_pool_connections_idle": status.idle,

@@ -202,7 +202,9 @@ class QueuePool:
         ping: Callable[[Any], None] | None = None,
         reset: Callable[[Any], None] | None = _generic_reset,
         close: Callable[[Any], None] = _close_connection,
+        abort: Callable[[Any], None] | None = None,
         name: str = "",
+        where: str = "",
         events: Events | None = None,
     ) -> None:
         self._creator = creator
@@ -224,7 +226,10 @@ class QueuePool:
         self._ping = ping
         self._reset = reset
         self._close = close
+        # Wakes a thread blocked on a connection that dispose(timeout) is taking from it.
+        self._abort = abort
         self.name = name
+        self._where = where or name or "the database"  # for log lines: host, never password
         self.events = events if events is not None else Events()
         # A checked-in connection needs no check until the earliest of these has passed.
         self._fresh_for = min(self._ping_window, self._max_idle or _INF)
@@ -243,9 +248,13 @@ class QueuePool:
         self._suspect_below = 0  # ... and validated before reuse
         self._epoch = 0  # bumped in a forked child
         self._last_connect_error: str | None = None
+        # The class of the driver's connections: a returned proxy's errors derive from the
+        # driver's own Error class (proxy.py), found by it off the hot path.
+        self._connection_type: type | None = None
         self._opened_total = 0
         self._closed_total = 0
         self._timeouts_total = 0
+        self._validation_failures_total = 0
         self.wait_histogram = Histogram(WAIT_BUCKETS)
         _live_pools.add(self)
 
@@ -258,6 +267,11 @@ class QueuePool:
     @property
     def pool_timeout(self) -> float:
         return self._timeout
+
+    @property
+    def validation_failures_total(self) -> int:
+        """Pre-pings that failed or went unanswered; each connection was replaced."""
+        return self._validation_failures_total
 
     def connect(self) -> PooledConnection:
         """Check out a connection; ``close()`` on the result returns it."""
@@ -354,6 +368,11 @@ class QueuePool:
             time.sleep(0.01)
         for record in left:
             logger.warning("closing a connection still checked out after dispose")
+            if self._abort is not None:
+                try:
+                    self._abort(record.dbapi_connection)
+                except Exception:
+                    logger.debug("shutting a connection's socket failed", exc_info=True)
             self._discard(record)
 
     # -- the slow paths ------------------------------------------------------------------
@@ -459,8 +478,11 @@ class QueuePool:
         elif suspect or now - record.last_used >= self._ping_window:
             try:
                 self._ping(record.dbapi_connection)
-            except Exception:
-                logger.warning("a connection failed its ping and is replaced")
+            except Exception as exc:
+                with self._lock:
+                    self._validation_failures_total += 1
+                logger.warning("a connection to %s failed its pre-ping and is replaced: %s",
+                               self._where, str(exc).strip() or type(exc).__name__)  # fmt: skip
             except BaseException:  # interrupted mid-ping: its state is unknown
                 self._discard(record)
                 raise
@@ -512,6 +534,7 @@ class QueuePool:
         expires_at = now + lifetime * (1 - 0.1 * random.random()) if lifetime else _INF
         with self._lock:
             record = _Record(conn, now, expires_at, generation, self._epoch)
+            self._connection_type = type(conn)
             record.owner = self
             self._records.add(record)
             self._connecting -= 1

@@ -2,14 +2,23 @@
 
 A thin proxy over one checked-out driver connection: ``close()`` gives it back, and if
 it is garbage-collected instead, ``__del__`` tells the pool, which reclaims the slot.
+
+Once returned, the driver connection may already be another thread's, so nothing
+obtained through the proxy may reach it: the cursors it made are closed at return (a
+client-side close), and the proxy itself raises an error that is both
+``dbpool.ResourceClosedError`` and the driver's own PEP 249 error.
 """
 
 from __future__ import annotations
 
+import sys
+import weakref
+from collections.abc import Callable
 from contextlib import suppress
-from types import CodeType
+from types import BuiltinMethodType, CodeType, MethodType
 from typing import TYPE_CHECKING, Any
 
+from dbpool.driver_errors import closed_error
 from dbpool.exc import ResourceClosedError
 
 if TYPE_CHECKING:
@@ -20,6 +29,68 @@ INHERITED_AFTER_FORK = (
     "and using it here would interleave with the parent on the same socket. Check out a "
     "new one in this process."
 )
+_RETURNED = "This connection has been returned to the pool"
+_ALREADY_RETURNED = "This connection has already been returned to the pool"
+
+# Driver connection methods that return a cursor (sqlite3, psycopg and pyodbc have
+# ``execute``; sqlite3 also the other two): those cursors are closed at return too.
+_CURSOR_MAKERS = frozenset({"execute", "executemany", "executescript"})
+
+
+class _Handles(list[Any]):
+    """The cursors made through one proxy: weak references where the cursor type allows
+    them, else the cursors themselves. Dropped entries are pruned as the list doubles, so
+    a long checkout that makes many short-lived cursors does not keep them."""
+
+    __slots__ = ("prune_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prune_at = 16
+
+    def add(self, cursor: Any) -> None:
+        try:
+            self.append(weakref.ref(cursor))
+        except TypeError:  # a C type without weak reference support
+            self.append(cursor)
+        if len(self) >= self.prune_at:
+            self[:] = [entry for entry in self if _reachable(entry)]
+            self.prune_at = max(16, 2 * len(self))
+
+    def close_all(self) -> None:
+        for entry in self:
+            cursor = entry() if type(entry) is weakref.ref else entry
+            if cursor is not None:
+                # A cursor that fails to close leaves the connection in doubt; the pool's
+                # reset on return finds out and discards it if so.
+                with suppress(Exception):
+                    cursor.close()
+        self.clear()
+
+
+_getrefcount: Callable[[object], int] | None = getattr(sys, "getrefcount", None)  # CPython
+
+
+def _references_in_a_list(entries: list[Any]) -> int:
+    for entry in entries:
+        return _getrefcount(entry) if _getrefcount else 0
+    return 0
+
+
+# What sys.getrefcount() says, inside a loop like _reachable's caller, of an object only a
+# list refers to. Measured rather than assumed: it differs between CPython versions.
+_ONLY_LISTED = _references_in_a_list([object()])
+
+
+def _reachable(entry: Any) -> bool:
+    """Whether a handle could still be used by someone: a live weak reference, or a cursor
+    that something besides the handle list refers to."""
+    if type(entry) is weakref.ref:
+        return entry() is not None
+    if _getrefcount is None:
+        return True
+    # One reference more than in _references_in_a_list: this function's argument.
+    return _getrefcount(entry) > _ONLY_LISTED + 1
 
 
 class PooledConnection:
@@ -28,12 +99,13 @@ class PooledConnection:
     Unknown attributes are looked up on the driver's connection.
     """
 
-    __slots__ = ("_code", "_line", "_pool", "_record")
+    __slots__ = ("_code", "_cursors", "_line", "_pool", "_record")
 
     def __init__(self, pool: QueuePool, record: _Record, code: CodeType | None = None,
                  line: int = 0) -> None:  # fmt: skip
         self._pool = pool
         self._record: _Record | None = record
+        self._cursors: _Handles | None = None  # made on the first cursor()
         # Where it was checked out, for the warning if it is garbage-collected unreturned.
         self._code = code
         self._line = line
@@ -42,9 +114,9 @@ class PooledConnection:
     def driver_connection(self) -> Any:
         record = self._record
         if record is None:
-            raise ResourceClosedError("This connection has been returned to the pool")
+            raise self._returned_error(_RETURNED)
         if record.epoch != self._pool._epoch:
-            raise ResourceClosedError(INHERITED_AFTER_FORK)
+            raise closed_error(type(record.dbapi_connection), INHERITED_AFTER_FORK)
         return record.dbapi_connection
 
     @property
@@ -55,20 +127,46 @@ class PooledConnection:
         """Return the connection to the pool (an error if it was already returned)."""
         record = self._record
         if record is None:
-            raise ResourceClosedError("This connection has already been returned to the pool")
+            raise self._returned_error(_ALREADY_RETURNED)
         self._record = None
+        if self._cursors is not None:
+            try:
+                self._close_cursors(record)
+            except BaseException:  # interrupted mid-close: its state is unknown
+                self._pool.invalidate(record)
+                raise
         self._pool.checkin(record)
 
     def invalidate(self, error: BaseException | None = None) -> None:
         """Close the driver connection instead of returning it; its slot is freed."""
         record = self._record
         if record is None:
-            raise ResourceClosedError("This connection has already been returned to the pool")
+            raise self._returned_error(_ALREADY_RETURNED)
         self._record = None
+        # The driver connection is closed first: a cursor's close must not wait on a link
+        # that may be why it is invalidated, and once closed it is nobody else's.
         self._pool.invalidate(record, error)
+        if self._cursors is not None:
+            self._close_cursors(record)
+
+    def _close_cursors(self, record: _Record) -> None:
+        cursors, self._cursors = self._cursors, None
+        if cursors is not None and record.epoch == self._pool._epoch:
+            cursors.close_all()  # (not the parent process's: closing one may read its socket)
+
+    def _returned_error(self, message: str) -> ResourceClosedError:
+        return closed_error(self._pool._connection_type, message)
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return self.driver_connection.cursor(*args, **kwargs)
+        cursor = self.driver_connection.cursor(*args, **kwargs)
+        self._remember(cursor)
+        return cursor
+
+    def _remember(self, cursor: Any) -> None:
+        cursors = self._cursors
+        if cursors is None:
+            cursors = self._cursors = _Handles()
+        cursors.add(cursor)
 
     def commit(self) -> None:
         self.driver_connection.commit()
@@ -77,7 +175,28 @@ class PooledConnection:
         self.driver_connection.rollback()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.driver_connection, name)
+        conn = self.driver_connection
+        value = getattr(conn, name)
+        if isinstance(value, (MethodType, BuiltinMethodType)) and value.__self__ is conn:
+            return self._guard(name, value)
+        return value
+
+    def _guard(self, name: str, method: Any) -> Any:
+        """The driver's bound method, usable only while this proxy holds the connection
+        (a method kept past the return would otherwise still reach it)."""
+        makes_cursor = name in _CURSOR_MAKERS
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            _ = self.driver_connection  # raises once the connection is returned
+            result = method(*args, **kwargs)
+            if makes_cursor and result is not None and hasattr(result, "close"):
+                self._remember(result)
+            return result
+
+        guarded.__name__ = name
+        guarded.__qualname__ = f"PooledConnection.{name}"
+        guarded.__doc__ = method.__doc__
+        return guarded
 
     def __enter__(self) -> PooledConnection:
         return self

@@ -168,6 +168,17 @@ class Result:
         rows = len(self._rows) if self._keys is not None else None
         return f"<Result rows={rows} rowcount={self.rowcount}>"
 
+    def _repr_html_(self) -> str | None:
+        """Jupyter's view: a table of the rows not fetched yet (the first
+        ``dbpool.display.RESULT_MAX_ROWS`` of them). Showing it fetches nothing, so the
+        result can still be iterated afterwards. None (the plain repr) for a statement
+        that returns no rows."""
+        if self._keys is None:
+            return None
+        from dbpool.display import result_html
+
+        return result_html(self._keys, self._rows, self._position)
+
 
 class _ValuesResult:
     """The shared shape of ``scalars()`` and ``mappings()``: a list with Result's verbs."""

@@ -39,13 +39,24 @@ class OperationalError(DatabaseError):
     pass
 
 
+class InterfaceError(Error):
+    pass
+
+
+class ProgrammingError(DatabaseError):
+    pass
+
+
 class FakeCursor:
     def __init__(self, connection: FakeConnection) -> None:
         self.connection = connection
         self.description: Any = None
         self.rowcount = -1
+        self.closed = False
 
     def execute(self, sql: str, params: Any = None) -> None:
+        if self.closed:
+            raise ProgrammingError("the cursor is closed")
         self.connection._check_open()
         self.connection.in_transaction = True
         self.connection.executed.append(sql)
@@ -54,7 +65,7 @@ class FakeCursor:
         return []
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 class FakeConnection:

@@ -48,10 +48,15 @@ def need_module(name: str) -> None:
     """Skip (or fail under DBPOOL_REQUIRE_DATABASES=1) when a driver is not installed."""
     try:
         __import__(name)
-    except ImportError:
+    except ImportError as exc:
+        # pyodbc is installed on machines without unixODBC too, and then fails to load.
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == name
+        reason = f"driver {name} is not installed" if missing else (
+            f"driver {name} cannot be imported ({exc})"
+        )  # fmt: skip
         if REQUIRE_DATABASES:
-            pytest.fail(f"driver {name} is not installed and DBPOOL_REQUIRE_DATABASES=1")
-        pytest.skip(f"driver {name} is not installed")
+            pytest.fail(f"{reason} and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(reason)
 
 
 def need_odbc_driver(name: str) -> None:

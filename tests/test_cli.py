@@ -12,8 +12,9 @@ from subprocess import CompletedProcess
 import pytest
 
 import dbpool
-from dbpool.cli import main
+from dbpool.cli import main, settings_rows
 from dbpool.config import EngineConfig
+from dbpool.dialects.sqlite import SQLiteDialect
 from tests.servers import MYSQL_URL, need, need_module
 
 SECRET = "S3cret-pw"
@@ -80,10 +81,11 @@ def test_check_without_url_uses_embedded_sqlite_file(
     assert (tmp_path / "dbpool-check.db").is_file()
     assert "sqlite:///dbpool-check.db" in out
     table = settings_table(out)
-    assert list(table) == [name for name, _ in EngineConfig.__dataclass_fields__.items()]
+    applicable = [name for name in EngineConfig.__dataclass_fields__
+                  if name not in SQLiteDialect.inapplicable_settings]  # fmt: skip
+    assert list(table) == applicable
     assert table["connection_limit"] == ("1", "default (sqlite)")
     assert table["pool_timeout"] == ("10 s", "default")
-    assert table["pre_ping"] == ("0.5 s window", "default")
     assert "checkouts done  100 of 100" in out
     assert "pool status: connection_limit=1 open=1 busy=0 idle=1 waiting=0" in out
     assert out.rstrip().endswith("OK")
@@ -97,13 +99,37 @@ def test_settings_from_the_url_are_marked(capsys: pytest.CaptureFixture[str]) ->
     table = settings_table(out)
     assert table["connection_limit"] == ("3", "URL")
     assert table["pool_timeout"] == ("2.5 s", "URL")
-    assert table["pre_ping"] == ("off", "URL")
+    assert table["pre_ping"] == ("off", "URL (no effect on sqlite)")  # SQLite has no ping
     assert table["connect_timeout"] == ("5 s", "default")
     assert table["max_connection_lifetime"] == ("0 (none)", "default")
     assert "probe: 6 threads x 5 checkouts" in out
     assert "checkouts done  30 of 30" in out
     assert "pool status: connection_limit=3 " in out
     assert " busy=0 " in out and " waiting=0 " in out
+
+
+def test_sqlite_check_lists_only_the_settings_that_apply(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "check", "sqlite:///app.db", "--checkouts", "2")
+    assert code == 0, err
+    table = settings_table(out)
+    for name in ("pgbouncer", "schema", "pre_ping"):
+        assert name not in table
+    for name in ("connection_limit", "pool_timeout", "connect_timeout",
+                 "max_idle_connection_lifetime", "isolation_level"):  # fmt: skip
+        assert name in table
+
+
+def test_which_settings_apply_is_the_dialects_rule() -> None:
+    need_module("psycopg")
+    sqlite = {row[0] for row in settings_rows(dbpool.create_engine("sqlite://"))}
+    rows = {name: rest for name, *rest in settings_rows(dbpool.create_engine("postgresql://h/db"))}
+    assert rows["pre_ping"] == ["0.5 s window", "default"]
+    postgres = set(rows)
+    assert postgres == set(EngineConfig.__dataclass_fields__)  # every one applies there
+    assert postgres - sqlite == SQLiteDialect.inapplicable_settings & postgres
+    assert {"pgbouncer", "schema", "pre_ping"} <= postgres - sqlite
 
 
 def test_database_url_from_the_environment(
@@ -272,7 +298,9 @@ def test_python_m_dbpool_check_in_a_fresh_directory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     table = settings_table(proc.stdout)
-    assert set(table) == set(EngineConfig.__dataclass_fields__)
+    assert (
+        set(table) == set(EngineConfig.__dataclass_fields__) - SQLiteDialect.inapplicable_settings
+    )
     status = next(line for line in proc.stdout.splitlines() if line.startswith("pool status: "))
     assert "connection_limit=1 open=1 busy=0 idle=1 waiting=0 opened_total=1" in status
     assert (tmp_path / "dbpool-check.db").is_file()

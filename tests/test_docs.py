@@ -6,6 +6,9 @@ dispose engines without affecting each other or the test run. ``DATABASE_URL`` i
 removed from the environment, except for a block whose first line is
 ``# needs: postgresql`` or ``# needs: mysql``: it runs only when that test server is
 reachable (see tests/servers.py) and then gets ``DATABASE_URL`` set to the server's URL.
+``# needs: odbc`` runs a block only where pyodbc imports (it also needs the unixODBC
+system library); it needs no server. Like the servers, a missing one skips the block,
+or fails it under ``DBPOOL_REQUIRE_DATABASES=1``.
 Blocks fenced as ```python-norun are not collected.
 
 Tracebacks point at the Markdown file's own line numbers.
@@ -25,8 +28,12 @@ import pytest
 from tests.servers import MYSQL_URL, POSTGRES_URL, need, need_module
 
 ROOT = Path(__file__).resolve().parent.parent
-# need -> (driver module, server URL)
-NEEDS = {"postgresql": ("psycopg", POSTGRES_URL), "mysql": ("pymysql", MYSQL_URL)}
+# need -> (driver module, server URL or None for none)
+NEEDS: dict[str, tuple[str, str | None]] = {
+    "postgresql": ("psycopg", POSTGRES_URL),
+    "mysql": ("pymysql", MYSQL_URL),
+    "odbc": ("pyodbc", None),
+}
 
 _OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*python\s*$")
 _NEEDS = re.compile(r"^#\s*needs:\s*(?P<names>.+?)\s*$")
@@ -102,8 +109,9 @@ def test_doc_block_runs(block: Block, tmp_path: Path) -> None:
             pytest.fail(f"{block.id}: unknown '# needs: {name}'; known: {', '.join(NEEDS)}")
         module, url = NEEDS[name]
         need_module(module)
-        need(url)
-        env["DATABASE_URL"] = url
+        if url is not None:
+            need(url)
+            env["DATABASE_URL"] = url
     # Padding with blank lines makes tracebacks give the Markdown file's line numbers.
     script = tmp_path / f"{block.path.name}.py"
     script.write_text("\n" * (block.line - 1) + block.code, encoding="utf-8")

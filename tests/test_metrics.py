@@ -25,7 +25,9 @@ COUNTERS = [
     "dbpool_pool_connections_opened_total",
     "dbpool_pool_connections_closed_total",
     "dbpool_pool_timeouts_total",
+    "dbpool_pool_validation_failures_total",
     "dbpool_client_queries_total",
+    "dbpool_client_socket_timeouts_total",
 ]
 GAUGES = [
     "dbpool_pool_connections_open",
@@ -119,6 +121,8 @@ def test_json_values_follow_the_pool(exercised: dbpool.Engine) -> None:
     assert values["dbpool_pool_connections_closed_total"] == 1
     assert values["dbpool_pool_timeouts_total"] == 1
     assert values["dbpool_client_queries_total"] == 3
+    assert values["dbpool_pool_validation_failures_total"] == 0
+    assert values["dbpool_client_socket_timeouts_total"] == 0
     assert values["dbpool_pool_connections_open"] == 2
     assert values["dbpool_pool_connections_busy"] == 2
     assert values["dbpool_pool_connections_idle"] == 0

@@ -537,6 +537,15 @@ def test_mssql_disconnects(
     assert dialect.is_disconnect(_error(pyodbc, cls, state, message)) is disconnect
 
 
+@pytest.mark.parametrize("state", ["HYT00", "HYT01"])
+def test_query_timeout_is_a_disconnect_only_under_socket_timeout(
+    make: Any, pyodbc: Any, state: str
+) -> None:
+    error = _error(pyodbc, "OperationalError", state, "Query timeout expired (0) (SQLEx)")
+    assert make("mssql://sa:pw@h/d").dialect.is_disconnect(error) is False
+    assert make("mssql://sa:pw@h/d?socket_timeout=3").dialect.is_disconnect(error) is True
+
+
 def test_pyodbc_own_closed_connection_errors_are_disconnects(make: Any, pyodbc: Any) -> None:
     for url in ("mssql://sa:pw@h/d", "odbc://u@h/d?driver=X"):
         dialect = make(url).dialect

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import threading
 import time
 import warnings
@@ -302,6 +303,19 @@ def test_timeout_message_counts_other_waiters(make_pool: MakePool) -> None:
     assert [type(e) for e in errors] == [PoolTimeoutError, PoolTimeoutError]
     assert "1 waiting" in str(errors[0])  # the second was still queued behind it
     assert pool.status().timeouts_total == 2
+
+
+def test_a_timeout_error_survives_pickling(make_pool: MakePool) -> None:
+    # multiprocessing and Django's parallel test runner send errors between processes
+    pool = make_pool(connection_limit=1, pool_timeout=0.1)
+    held = pool.connect()
+    with pytest.raises(PoolTimeoutError) as caught:
+        pool.connect()
+    held.close()
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is PoolTimeoutError and str(copy) == str(caught.value)
+    assert (copy.code, copy.connection_limit, copy.pool_timeout) == ("P2024", 1, 0.1)
+    assert copy.waited == caught.value.waited
 
 
 def test_pool_timeout_zero_waits_without_a_deadline(

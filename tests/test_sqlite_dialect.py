@@ -115,6 +115,26 @@ def test_unknown_parameters_are_rejected(file_url: str) -> None:
         create_engine(f"{file_url}?sslmode=require")
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("schema=app", "schema is a PostgreSQL setting"),
+        ("pgbouncer=true", "pgbouncer=true is a PostgreSQL setting"),
+    ],
+)
+def test_postgresql_settings_are_rejected(file_url: str, setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_engine(f"{file_url}?{setting}")
+    name, _, value = setting.partition("=")
+    with pytest.raises(ConfigError, match=message):  # as a keyword argument too
+        create_engine(file_url, **{name: value})
+
+
+def test_pgbouncer_false_is_accepted(engines: list[Engine], file_url: str) -> None:
+    engine = engine_for(engines, f"{file_url}?pgbouncer=false")
+    assert engine.config.pgbouncer is False
+
+
 # -- connection set-up ------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 
 from dbpool.config import ISOLATION_LEVELS, EngineConfig, reject_unknown_params
 from dbpool.exc import ConfigError, ConnectError
+from dbpool.timeouts import Timeouts
 from dbpool.url import URL
+from dbpool.watchdog import shutdown_socket
 
 
 class Dialect:
@@ -23,6 +25,10 @@ class Dialect:
     name: ClassVar[str] = "base"  # used in log lines: "Starting a <name> pool ..."
     driver: ClassVar[str] = ""  # the DB-API module to import
     extra: ClassVar[str] = ""  # the pip extra that installs the driver
+    # What to do when the driver is installed but does not import (a system library).
+    import_failure_hint: ClassVar[str] = ""
+    # Pool settings that mean nothing for this database: `dbpool check` does not list them.
+    inapplicable_settings: ClassVar[frozenset[str]] = frozenset()
     paramstyle: ClassVar[str] = "qmark"
     default_connection_limit: ClassVar[int | None] = None  # None: Prisma's cores * 2 + 1
     accepted_query_params: ClassVar[frozenset[str]] = frozenset()
@@ -50,16 +56,35 @@ class Dialect:
             )
         self.autocommit = level == "AUTOCOMMIT"
         self.dbapi = self.import_dbapi()
+        validation = config.validation_timeout
+        if validation and config.pool_timeout:  # a checkout never waits past pool_timeout
+            validation = min(validation, config.pool_timeout)
+        self.timeouts = Timeouts(
+            self.describe, socket_timeout=config.socket_timeout, validation_timeout=validation
+        )
 
     @classmethod
     def import_dbapi(cls) -> ModuleType:
         try:
             return importlib.import_module(cls.driver)
-        except ImportError:
-            raise ConfigError(
+        except ImportError as exc:
+            raise cls.driver_import_error(exc) from exc
+
+    @classmethod
+    def driver_import_error(cls, error: ImportError) -> ConfigError:
+        """Why the driver cannot be imported: not installed, or installed but broken (a
+        system library it loads is missing), which needs another fix entirely."""
+        top = cls.driver.partition(".")[0]
+        if isinstance(error, ModuleNotFoundError) and error.name in (cls.driver, top):
+            return ConfigError(
                 f"The {cls.name} dialect needs the {cls.driver} driver, which is not "
                 f'installed: pip install "dbpool[{cls.extra}]"'
-            ) from None
+            )
+        hint = f" {cls.import_failure_hint}" if cls.import_failure_hint else ""
+        return ConfigError(
+            f"The {cls.name} dialect needs the {cls.driver} driver, which is installed but "
+            f"cannot be imported: {error}.{hint}"
+        )
 
     def describe(self) -> str:
         """Where the database is, for messages: host, port and database, never a password."""
@@ -95,6 +120,24 @@ class Dialect:
             cursor.fetchall()
         finally:
             cursor.close()
+
+    def socket_fd(self, conn: Any) -> int | None:
+        """The descriptor of the connection's socket, None if the driver does not show it."""
+        return None
+
+    def abort(self, conn: Any) -> None:
+        """Shut the connection's socket down without a word to the server, so that a
+        thread blocked on it wakes up at once (before closing a connection in use)."""
+        try:
+            fd = self.socket_fd(conn)
+        except Exception:  # already closed
+            return
+        if fd is not None and fd >= 0:
+            shutdown_socket(fd)
+
+    def close(self, conn: Any) -> None:
+        """Close a connection; never waits long for a server that does not answer."""
+        conn.close()
 
     def in_transaction(self, conn: Any) -> bool | None:
         """Whether a transaction is open; None when the driver cannot tell."""

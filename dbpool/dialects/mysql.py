@@ -16,20 +16,47 @@
 * The ping is ``COM_PING``: one round trip, no statement, no transaction.
 * A disconnect is one of the client errors 2006, 2013, 2014, 2045, 2055, the server
   errors 1053, 1927, 4031, or PyMySQL's errors for a closed socket.
+* ``socket_timeout`` becomes PyMySQL's ``read_timeout`` and ``write_timeout`` (unless the
+  URL gives those): each read or write of a statement, commit, rollback or reset waits at
+  most that long. The ping gets ``validation_timeout`` the same way, for its one round
+  trip. PyMySQL closes a connection whose read timed out; the error then says which
+  timeout ran out.
+* TCP keepalives are on by default (``KEEPALIVES``, set on the socket after connecting;
+  a dead peer of an idle connection is found within about two minutes). The query
+  parameters ``keepalives`` (0 turns them off), ``keepalives_idle``,
+  ``keepalives_interval`` and ``keepalives_count`` override them, with libpq's names.
 """
 
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from dbpool.config import parse_bool, parse_positive_int, parse_seconds
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
+from dbpool.timeouts import Timeouts
 
 # PyMySQL accepts at most a year.
 _MAX_TIMEOUT = 31_536_000.0
+# Closing sends COM_QUIT; a peer that stopped reading must not hold the close up.
+_CLOSE_TIMEOUT = 1.0
+
+# TCP keepalives unless the URL says otherwise: probe after 60 s of silence, every 10 s,
+# give up after 6 unanswered probes (2 minutes in all), as for PostgreSQL.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 6,
+}
+_KEEPALIVE_OPTIONS = (
+    ("keepalives_idle", "TCP_KEEPIDLE"),
+    ("keepalives_interval", "TCP_KEEPINTVL"),
+    ("keepalives_count", "TCP_KEEPCNT"),
+)
 
 _SERVER_STATUS_IN_TRANS = 0x0001
 _SERVER_STATUS_AUTOCOMMIT = 0x0002
@@ -80,6 +107,32 @@ QUERY_PARAMS: dict[str, Callable[[str, str], Any]] = {
     "unix_socket": _text,
     "write_timeout": _positive_seconds,
 }
+# Query parameters dbpool handles itself (not PyMySQL arguments).
+KEEPALIVE_PARAMS: dict[str, Callable[[str, str], Any]] = {
+    "keepalives": parse_bool,
+    "keepalives_count": parse_positive_int,
+    "keepalives_idle": parse_positive_int,
+    "keepalives_interval": parse_positive_int,
+}
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether PyMySQL raised ``error`` because a read or write hit its timeout."""
+    return isinstance(error.__context__, TimeoutError)
+
+
+def set_keepalives(sock: Any, settings: dict[str, Any]) -> None:
+    """Turn TCP keepalives on (or off) on a connected socket, as libpq does."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket has no keepalives
+    on = bool(settings["keepalives"])
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1 if on else 0)
+    if not on:
+        return
+    for key, option in _KEEPALIVE_OPTIONS:
+        number = getattr(socket, option, None)  # Linux names; macOS has only some
+        if number is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, number, settings[key])
 
 
 @functools.cache
@@ -107,15 +160,39 @@ def _connection_class() -> type[Any]:
 
         def query(self, sql: Any, unbuffered: bool = False) -> int:
             self.dbpool_dirty = True
-            return super().query(sql, unbuffered)
+            try:
+                return super().query(sql, unbuffered)
+            except self.OperationalError as exc:
+                self._raise_if_timed_out(exc, "statement")
+                raise
 
         def commit(self) -> None:
-            super().commit()
+            try:
+                super().commit()
+            except self.OperationalError as exc:
+                self._raise_if_timed_out(exc, "commit")
+                raise
             self.dbpool_dirty = False
 
         def rollback(self) -> None:
-            super().rollback()
+            try:
+                super().rollback()
+            except self.OperationalError as exc:
+                self._raise_if_timed_out(exc, "rollback")
+                raise
             self.dbpool_dirty = False
+
+        def _raise_if_timed_out(self, exc: BaseException, what: str) -> None:
+            timeouts: Timeouts | None = getattr(self, "dbpool_timeouts", None)
+            if timeouts is None or not _timed_out(exc):
+                return
+            if timeouts.socket_timeout:
+                message = timeouts.socket_timed_out(what)
+            else:  # the URL's own read_timeout / write_timeout
+                message = timeouts.socket_timed_out(
+                    what, setting="read_timeout", seconds=self._read_timeout or 0
+                )
+            raise self.OperationalError(2013, message) from exc
 
     return TrackingConnection
 
@@ -126,7 +203,8 @@ class MySQLDialect(Dialect):
     extra = "mysql"
     paramstyle = "pyformat"
     default_port = 3306
-    accepted_query_params = frozenset(QUERY_PARAMS)
+    inapplicable_settings = frozenset({"pgbouncer", "schema"})  # refused in __init__
+    accepted_query_params = frozenset(QUERY_PARAMS) | frozenset(KEEPALIVE_PARAMS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,8 +226,16 @@ class MySQLDialect(Dialect):
         ):
             if value is not None:
                 params[key] = value
+        self._keepalives = dict(KEEPALIVES)
         for key, raw in self.driver_params.items():
-            params[key] = QUERY_PARAMS[key](key, raw)
+            if key in KEEPALIVE_PARAMS:
+                self._keepalives[key] = KEEPALIVE_PARAMS[key](key, raw)
+            else:
+                params[key] = QUERY_PARAMS[key](key, raw)
+        if config.socket_timeout:
+            bound = min(config.socket_timeout, _MAX_TIMEOUT)
+            params.setdefault("read_timeout", bound)
+            params.setdefault("write_timeout", bound)
         params["connect_timeout"] = min(config.connect_timeout or _MAX_TIMEOUT, _MAX_TIMEOUT)
         params["autocommit"] = self.autocommit
         params.update(self.connect_args)
@@ -173,17 +259,39 @@ class MySQLDialect(Dialect):
             conn = self._connection_class(**self._params)
         except (self.dbapi.Error, ValueError) as exc:
             raise self.connect_error(exc) from exc
-        if self._session_setup is not None:
-            try:
-                with conn.cursor() as cursor:
+        try:
+            set_keepalives(conn._sock, self._keepalives)
+            if self._session_setup is not None:
+                with _bounded(conn, self.config.connect_timeout), conn.cursor() as cursor:
                     cursor.execute(self._session_setup)
-            except self.dbapi.Error as exc:
-                conn.close()
-                raise self.connect_error(exc) from exc
+        except (self.dbapi.Error, OSError) as exc:
+            self.close(conn)
+            raise self.connect_error(exc) from exc
+        conn.dbpool_timeouts = self.timeouts
         return conn
 
+    def socket_fd(self, conn: Any) -> int | None:
+        sock = conn._sock
+        return None if sock is None else int(sock.fileno())
+
+    def close(self, conn: Any) -> None:
+        if getattr(conn, "open", False) and hasattr(conn, "_write_timeout"):
+            bound = conn._write_timeout
+            conn._write_timeout = _CLOSE_TIMEOUT if bound is None else min(bound, _CLOSE_TIMEOUT)
+        conn.close()
+
     def ping(self, conn: Any) -> None:
-        conn.ping(reconnect=False)
+        bound = self.timeouts.validation_timeout
+        if not bound:
+            conn.ping(reconnect=False)
+            return
+        try:
+            with _bounded(conn, bound):
+                conn.ping(reconnect=False)
+        except self.dbapi.OperationalError as exc:
+            if _timed_out(exc):
+                raise self.dbapi.OperationalError(2013, self.timeouts.ping_timed_out()) from exc
+            raise
 
     def in_transaction(self, conn: Any) -> bool | None:
         status = conn.server_status or 0
@@ -216,3 +324,24 @@ class MySQLDialect(Dialect):
 
     def end_explicit(self, conn: Any) -> None:
         pass
+
+
+class _bounded:
+    """Within the block, each read and write on ``conn`` waits at most ``seconds``
+    (``0``: the connection's own timeouts)."""
+
+    __slots__ = ("_conn", "_saved", "_seconds")
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self._conn = conn
+        self._seconds = min(seconds, _MAX_TIMEOUT)
+        self._saved: tuple[Any, Any] = (None, None)
+
+    def __enter__(self) -> None:
+        conn = self._conn
+        self._saved = (conn._read_timeout, conn._write_timeout)
+        if self._seconds:
+            conn._read_timeout = conn._write_timeout = self._seconds
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._conn._read_timeout, self._conn._write_timeout = self._saved

@@ -14,6 +14,11 @@ A URL names its driver (``?driver=PostgreSQL Unicode``), a data source
 * ``connect_timeout`` is the ODBC login timeout (pyodbc's ``timeout=``, whole seconds
   rounded up, 0 = none). MariaDB's driver ignores it, so for a MariaDB driver (named, or
   behind a DSN) the string also gets its own ``CONN_TIMEOUT``.
+* ``socket_timeout`` is the ODBC query timeout (pyodbc's ``Connection.timeout``, whole
+  seconds rounded up); the ping gets ``validation_timeout`` the same way. A statement
+  past it fails with SQLSTATE HYT00, and the connection is discarded. The driver enforces
+  it (psqlODBC and MariaDB's driver cancel the statement); commit and rollback have no
+  ODBC timeout.
 * pyodbc cannot tell whether a transaction is open, so reset on return rolls back
   unless the connection is in autocommit, and so does the ping after its ``SELECT 1``
   (with autocommit off, ODBC drivers open a transaction for any statement).
@@ -28,6 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from typing import Any, ClassVar
 
 from dbpool.config import SETTINGS, EngineConfig, did_you_mean, edit_distance
@@ -59,6 +65,9 @@ _URL_PARTS = {
 # Keys read back from an odbc_connect string, to say where a failed connect was going.
 _SERVER_KEYS = ("server", "servername", "host", "data source", "address", "addr")
 _DATABASE_KEYS = ("database", "db", "initial catalog")
+
+# Timeout expired (a statement past socket_timeout, a ping past validation_timeout).
+_TIMEOUT_SQLSTATES = frozenset({"HYT00", "HYT01"})
 
 # Drivers that ignore the ODBC login timeout, by a word in their name, and the key
 # they take instead (whole seconds).
@@ -149,8 +158,14 @@ class ODBCDialect(Dialect):
     name = "odbc"
     driver = "pyodbc"
     extra = "odbc"
+    import_failure_hint = (
+        "pyodbc needs the unixODBC driver manager, a system library (libodbc.so.2): "
+        "apt-get install unixodbc (Debian, Ubuntu), dnf install unixODBC (Fedora, RHEL), "
+        "brew install unixodbc (macOS)."
+    )
     paramstyle = "qmark"
     accepted_query_params = frozenset(_OWN_PARAMS)
+    inapplicable_settings = frozenset({"pgbouncer", "schema"})  # refused in __init__
 
     default_odbc_driver: ClassVar[str | None] = None
     # Connection-string keys the query may carry, by lower-cased name -> spelling;
@@ -210,6 +225,7 @@ class ODBCDialect(Dialect):
             self._secrets = [url.password] if url.password else []
         timeout = config.connect_timeout
         self.login_timeout = math.ceil(timeout) if timeout else 0
+        self._query_timeout = math.ceil(config.socket_timeout)
         self._connect_kwargs = {
             "autocommit": self.autocommit,
             "timeout": self.login_timeout,
@@ -368,7 +384,15 @@ class ODBCDialect(Dialect):
                 conn.close()
                 error = self.connect_error(exc)
                 raise error from error.orig
+        if self.config.socket_timeout:
+            self._set_timeout(conn, self._query_timeout)  # ODBC's query timeout
         return conn
+
+    def _set_timeout(self, conn: Any, seconds: int) -> None:
+        """Set pyodbc's timeout (SQL_ATTR_CONNECTION_TIMEOUT, then each statement's query
+        timeout); a driver without the attribute (psqlODBC) stays unbounded, as documented."""
+        with suppress(self.dbapi.Error):
+            conn.timeout = seconds
 
     def set_isolation(self, conn: Any, level: str) -> None:
         """Set the isolation level of a new connection, before it runs anything."""
@@ -406,8 +430,16 @@ class ODBCDialect(Dialect):
         return clean
 
     def ping(self, conn: Any) -> None:
-        super().ping(conn)
-        self.reset(conn)  # the SELECT opened a transaction unless in autocommit
+        bound = self.timeouts.validation_timeout
+        saved = conn.timeout
+        if bound and saved != math.ceil(bound):
+            self._set_timeout(conn, math.ceil(bound))  # whole seconds, as ODBC counts them
+        try:
+            super().ping(conn)
+            self.reset(conn)  # the SELECT opened a transaction unless in autocommit
+        finally:
+            if conn.timeout != saved:
+                self._set_timeout(conn, saved)
 
     def in_transaction(self, conn: Any) -> bool | None:
         return False if conn.autocommit else None
@@ -417,6 +449,10 @@ class ODBCDialect(Dialect):
             return False
         state = sqlstate(error)
         if state.startswith("08") or state in self.disconnect_sqlstates:
+            return True
+        if state in _TIMEOUT_SQLSTATES and self.config.socket_timeout:
+            # Our own query timeout: the statement's fate on the server is unknown, so the
+            # connection goes. A timeout the application set on a cursor is its business.
             return True
         message = str(error.args[-1] if error.args else error).lower()
         return any(words in message for words in self.disconnect_messages)

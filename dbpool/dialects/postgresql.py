@@ -16,6 +16,13 @@
   transaction open (psycopg_pool checks connections the same way).
 * A disconnect is SQLSTATE class 08 or 57P01-57P03, or a psycopg error without SQLSTATE
   whose libpq message says the connection is gone.
+* psycopg has no client-side timeouts. The ping is bounded by ``validation_timeout`` and,
+  with ``socket_timeout`` set, every statement, commit and rollback by that (see
+  ``_psycopg_bounded``): the shared watchdog thread shuts the socket down of a call still
+  running at its deadline.
+* TCP keepalives are on by default (``KEEPALIVES``: a dead peer of an idle connection is
+  found within about two minutes instead of the kernel's two hours); the ``keepalives*``
+  query parameters override them.
 """
 
 from __future__ import annotations
@@ -23,8 +30,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dbpool.dialects._psycopg_bounded import attach_deadline, bounded_classes
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
+
+# libpq's TCP keepalive settings unless the URL gives its own: probe after 60 s of
+# silence, every 10 s, give up after 6 unanswered probes (2 minutes in all).
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 6,
+}
 
 # libpq connection parameters that may come from the URL query, passed on unchanged.
 LIBPQ_PARAMS = frozenset(
@@ -87,6 +104,7 @@ _DISCONNECT_MESSAGES = (
     "connection not open",
     "ssl syscall error",
     "ssl connection has been closed unexpectedly",
+    "no answer from the server at",  # our own: socket_timeout shut the socket down
 )
 
 
@@ -134,6 +152,8 @@ class PostgreSQLDialect(Dialect):
         ):
             if value is not None:
                 params[key] = value
+        if url.host is not None or "hostaddr" in self.driver_params:  # TCP, not a Unix socket
+            params.update(KEEPALIVES)
         params.update(self.driver_params)
         timeout = config.connect_timeout
         params["connect_timeout"] = max(1, math.ceil(timeout)) if timeout else 0
@@ -144,6 +164,9 @@ class PostgreSQLDialect(Dialect):
         if config.pgbouncer:
             params["prepare_threshold"] = None
         params.update(self.connect_args)
+        self._connection_class = self.dbapi.Connection
+        if config.socket_timeout:
+            self._connection_class, params["cursor_factory"] = bounded_classes(self.dbapi)
         self._params = params
         level = config.isolation_level
         self._isolation = (
@@ -161,14 +184,43 @@ class PostgreSQLDialect(Dialect):
 
     def connect(self) -> Any:
         try:
-            conn = self.dbapi.connect(**self._params)
+            conn = self._connection_class.connect(**self._params)
         except self.dbapi.Error as exc:
             raise self.connect_error(exc) from exc
+        attach_deadline(conn, self.timeouts)
         if self._isolation is not None:
             conn.isolation_level = self._isolation  # client-side: sent with each BEGIN
         return conn
 
+    def socket_fd(self, conn: Any) -> int | None:
+        fd: int = conn.pgconn.socket
+        return fd
+
     def ping(self, conn: Any) -> None:
+        bound = self.timeouts.validation_timeout
+        if not bound:
+            self._ping(conn)
+            return
+        deadline = getattr(conn, "dbpool_deadline", None)
+        if deadline is None:  # opened by a creator (Django's backend), not by connect()
+            if not isinstance(conn, self.dbapi.Connection):
+                self._ping(conn)  # not psycopg's: nothing to bound it by
+                return
+            deadline = attach_deadline(conn, self.timeouts)
+        deadline.arm(bound)
+        try:
+            self._ping(conn)
+        except self.dbapi.Error as exc:
+            if deadline.disarm():
+                raise self.dbapi.OperationalError(self.timeouts.ping_timed_out()) from exc
+            raise
+        except BaseException:
+            deadline.disarm()
+            raise
+        if deadline.disarm():
+            raise self.dbapi.OperationalError(self.timeouts.ping_timed_out())
+
+    def _ping(self, conn: Any) -> None:
         if conn.autocommit:
             conn.execute("")
             return

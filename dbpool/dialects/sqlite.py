@@ -45,9 +45,20 @@ class SQLiteDialect(Dialect):
     accepted_query_params = frozenset({*_URI_PARAMS, "journal_mode"})
     isolation_levels = ("AUTOCOMMIT", "READ UNCOMMITTED", "SERIALIZABLE")
     supports_ping = False  # in-process: there is no link that could break
+    # No server: no PgBouncer, no search_path, nothing to ping and no socket to time out.
+    inapplicable_settings = frozenset(
+        {"pgbouncer", "schema", "pre_ping", "validation_timeout", "socket_timeout"}
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.config.schema is not None:
+            raise ConfigError(
+                "schema is a PostgreSQL setting; SQLite has no schemas to search (ATTACH "
+                "another database file and name it in the SQL instead)"
+            )
+        if self.config.pgbouncer:
+            raise ConfigError("pgbouncer=true is a PostgreSQL setting; it has no meaning here")
         journal = self.driver_params.get("journal_mode")
         if journal is not None and journal.upper() not in _JOURNAL_MODES:
             raise ConfigError(

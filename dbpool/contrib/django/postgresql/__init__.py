@@ -1,0 +1,1 @@
+"""PostgreSQL (psycopg 3) through a dbpool pool: ``ENGINE: "dbpool.contrib.django.postgresql"``."""

@@ -1,0 +1,1 @@
+"""SQLite (sqlite3) through a dbpool pool: ``ENGINE: "dbpool.contrib.django.sqlite3"``."""
