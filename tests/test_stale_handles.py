@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import pickle
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,23 +22,7 @@ from dbpool import QueuePool, ResourceClosedError, create_engine, text
 from dbpool.driver_errors import closed_error, closed_error_class, driver_error_class
 from tests import fakedb
 from tests.fakedb import FakeConnection, FakeDB, MakePool, assert_consistent
-
-
-def in_other_thread(fn: Callable[[], Any]) -> BaseException | None:
-    """Run ``fn`` in a new thread; the exception it raised, or None."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive()
-    return raised[0] if raised else None
+from tests.threads import in_other_thread
 
 
 def assert_stale_error(error: BaseException | None, driver_error: type[BaseException]) -> None:

@@ -26,3 +26,20 @@ def run_threads(count: int, work: Callable[[int], object]) -> None:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
     assert not errors, errors[0]
+
+
+def in_other_thread(fn: Callable[[], object], timeout: float = 60) -> BaseException | None:
+    """Run ``fn`` in a new thread and wait for it; the exception it raised, or None."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn!r} still running after {timeout} s"
+    return raised[0] if raised else None

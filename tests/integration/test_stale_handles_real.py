@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import sqlite3
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pytest
 
 import dbpool
 from dbpool import QueuePool, ResourceClosedError, create_engine, make_url, text
+from tests.threads import in_other_thread
 
 
 @dataclass
@@ -81,22 +81,6 @@ def pool(driver: Driver) -> Iterator[QueuePool]:
     pool = QueuePool(driver.connect, connection_limit=1, pool_timeout=30)
     yield pool
     pool.dispose()
-
-
-def in_other_thread(fn: Callable[[], Any]) -> BaseException | None:
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive()
-    return raised[0] if raised else None
 
 
 def marked(driver: Driver, holder: Any) -> bool:

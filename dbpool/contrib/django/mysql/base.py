@@ -28,8 +28,8 @@ def _install_pymysql_as_mysqldb() -> None:
     ``isinstance`` checks against ``pymysql.err`` classes (dbpool's disconnect detection
     among them). Aliasing the modules already loaded makes both names one module.
     """
-    for module in pkgutil.iter_modules(pymysql.constants.__path__):
-        importlib.import_module(f"pymysql.constants.{module.name}")
+    for info in pkgutil.iter_modules(pymysql.constants.__path__):
+        importlib.import_module(f"pymysql.constants.{info.name}")
     importlib.import_module("pymysql.converters")
     pymysql.install_as_MySQLdb()
     for name, module in list(sys.modules.items()):
