@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from urllib.parse import quote
@@ -144,28 +144,46 @@ def _error(exc: BaseException, url: URL | None) -> None:
 
 def check(url: URL, origin: str, *, threads: int, checkouts: int, sql: str) -> int:
     """Print the settings, open the pool, probe it, print its status; raise on failure."""
-    engine = create_engine(url)
+    return check_engine(create_engine(url), f"{url} ({origin})", threads=threads,
+                        checkouts=checkouts, sql=sql)  # fmt: skip
+
+
+def check_engine(
+    engine: Engine,
+    described: str,
+    *,
+    threads: int,
+    checkouts: int,
+    sql: str,
+    sources: Mapping[str, str] | None = None,
+    echo: Callable[..., object] = print,
+) -> int:
+    """The check on an engine made by the caller (the Flask command makes it from the
+    app's config); ``sources`` names where settings given outside the URL came from.
+    The engine is disposed at the end."""
     dialect = engine.dialect
-    print(f"dbpool {__version__}: checking {url} ({origin})")
-    print(f"database: {dialect.name} via {dialect.driver}, {dialect.describe()}")
-    print()
-    print(_table(settings_rows(engine), header=("setting", "value", "from")))
-    print()
+    echo(f"dbpool {__version__}: checking {described}")
+    echo(f"database: {dialect.name} via {dialect.driver}, {dialect.describe()}")
+    echo()
+    rows = [(name, value, (sources or {}).get(name, source))
+            for name, value, source in settings_rows(engine)]  # fmt: skip
+    echo(_table(rows, header=("setting", "value", "from")))
+    echo()
     probe = Probe(engine, sql, threads, checkouts)
     try:
         started = time.monotonic()
         engine.open()
-        print(f"opened the pool: first connection in {_ms(time.monotonic() - started)}")
+        echo(f"opened the pool: first connection in {_ms(time.monotonic() - started)}")
         probe.run()
-        print(probe.report())
-        print()
+        echo(probe.report())
+        echo()
         status = engine.status()
-        print("pool status: " + " ".join(f"{f.name}={getattr(status, f.name)}"
-                                         for f in fields(status)))  # fmt: skip
+        echo("pool status: " + " ".join(f"{f.name}={getattr(status, f.name)}"
+                                        for f in fields(status)))  # fmt: skip
     finally:
         engine.dispose()
     probe.raise_failure()
-    print("OK")
+    echo("OK")
     return 0
 
 

@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import click
 from flask import Flask, current_app, g, has_app_context
 from flask.cli import AppGroup
 
-from dbpool import __version__, cli
+from dbpool import cli
 from dbpool.config import SETTINGS, did_you_mean
 from dbpool.engine import ENGINE_KEYWORDS, Connection, Engine, create_engine
 from dbpool.exc import ArgumentError, ConfigError
@@ -215,33 +214,16 @@ def _check(app: Flask, engine: Engine, *, threads: int, checkouts: int, sql: str
     """``dbpool check`` on an engine made from the app's config: its settings come from
     the URL and from DBPOOL_SETTINGS, which the plain command cannot see."""
     origin = "app.config" if app.config.get("DATABASE_URL") else "the environment"
-    dialect = engine.dialect
-    click.echo(f"dbpool {__version__}: checking {engine.url} (Flask app {app.name!r}, "
-               f"DATABASE_URL from {origin})")  # fmt: skip
-    click.echo(f"database: {dialect.name} via {dialect.driver}, {dialect.describe()}")
-    click.echo()
     overridden = app.config.get("DBPOOL_SETTINGS") or {}
-    rows = [
-        (name, value, "DBPOOL_SETTINGS" if name in overridden else source)
-        for name, value, source in cli.settings_rows(engine)
-    ]
-    click.echo(cli._table(rows, header=("setting", "value", "from")))
-    click.echo()
-    probe = cli.Probe(engine, sql, threads, checkouts)
-    try:
-        started = time.monotonic()
-        engine.open()
-        click.echo(f"opened the pool: first connection in {cli._ms(time.monotonic() - started)}")
-        probe.run()
-        click.echo(probe.report())
-        click.echo()
-        status = engine.status()
-        click.echo("pool status: " + " ".join(f"{f.name}={getattr(status, f.name)}"
-                                              for f in fields(status)))  # fmt: skip
-    finally:
-        engine.dispose()
-    probe.raise_failure()
-    click.echo("OK")
+    cli.check_engine(
+        engine,
+        f"{engine.url} (Flask app {app.name!r}, DATABASE_URL from {origin})",
+        threads=threads,
+        checkouts=checkouts,
+        sql=sql,
+        sources={name: "DBPOOL_SETTINGS" for name in overridden},
+        echo=click.echo,
+    )
 
 
 @dbpool_cli.command("status")
