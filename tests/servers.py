@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,27 @@ def need_odbc_driver(name: str) -> None:
         if REQUIRE_DATABASES:
             pytest.fail(f"{reason} and DBPOOL_REQUIRE_DATABASES=1")
         pytest.skip(reason)
+
+
+def admin_query(vendor: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on the ``postgresql`` or ``mysql`` test server over a connection of its
+    own, outside every pool, in autocommit; the rows, if any."""
+    from dbpool import make_url
+
+    if vendor == "postgresql":
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+    import pymysql
+
+    url = make_url(MYSQL_URL)
+    conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                           password=url.password or "", autocommit=True)  # fmt: skip
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    finally:
+        conn.close()

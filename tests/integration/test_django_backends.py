@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.servers import MYSQL_URL, POSTGRES_URL, need, need_module
+from tests.servers import MYSQL_URL, POSTGRES_URL, admin_query, need, need_module
 
 pytest.importorskip("django")
 
@@ -30,7 +30,7 @@ from django.db import (
     transaction,
 )
 
-from dbpool import PoolTimeoutError, make_url
+from dbpool import PoolTimeoutError
 from tests.django_support import inprocess
 
 T = TypeVar("T")
@@ -39,27 +39,6 @@ _prepared: set[str] = set()
 
 
 # -- the servers, seen from outside Django ---------------------------------------------
-
-
-def admin_query(vendor: str, sql: str) -> list[tuple[Any, ...]]:
-    """Run ``sql`` on a connection of its own, outside every pool (not on dbpool_dj)."""
-    if vendor == "postgresql":
-        import psycopg
-
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            cursor = conn.execute(sql)
-            return cursor.fetchall() if cursor.description else []
-    import pymysql
-
-    url = make_url(MYSQL_URL)
-    conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
-                           password=url.password or "", autocommit=True)  # fmt: skip
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-    finally:
-        conn.close()
 
 
 def server_sessions(vendor: str) -> int:

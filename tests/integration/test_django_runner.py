@@ -13,12 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.servers import MYSQL_URL, POSTGRES_URL, need, need_module
+from tests.servers import MYSQL_URL, POSTGRES_URL, admin_query, need, need_module
 
 pytest.importorskip("django")
 
@@ -27,41 +28,10 @@ NAME = "dbpool_dj_runner"
 TEST_NAME = f"test_{NAME}"
 
 
-def _postgres_admin() -> Callable[[str], list[tuple[object, ...]]]:
-    import psycopg
-
-    def query(sql: str) -> list[tuple[object, ...]]:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            cursor = conn.execute(sql)
-            return cursor.fetchall() if cursor.description else []
-
-    return query
-
-
-def _mysql_admin() -> Callable[[str], list[tuple[object, ...]]]:
-    import pymysql
-
-    from dbpool import make_url
-
-    url = make_url(MYSQL_URL)
-
-    def query(sql: str) -> list[tuple[object, ...]]:
-        conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
-                               password=url.password or "", autocommit=True)  # fmt: skip
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql)
-                return list(cursor.fetchall())
-        finally:
-            conn.close()
-
-    return query
-
-
 class Server:
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.query = _postgres_admin() if backend == "postgresql" else _mysql_admin()
+        self.query = partial(admin_query, backend)
 
     def databases(self) -> set[str]:
         if self.backend == "postgresql":
