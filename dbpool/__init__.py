@@ -28,6 +28,7 @@ from dbpool.exc import (
     PoolTimeoutError,
     ProgrammingError,
     ResourceClosedError,
+    TooManyConnectionsError,
     Warning,
 )
 from dbpool.metrics import Metrics
@@ -85,6 +86,7 @@ __all__ = [
     "Row",
     "ScalarResult",
     "TextClause",
+    "TooManyConnectionsError",
     "Transaction",
     "Warning",
     "create_engine",

@@ -36,6 +36,7 @@ _ZERO_MEANS = {
     "leak_detection_threshold": "off",
     "validation_timeout": "no limit",
     "socket_timeout": "no limit",
+    "reap_idle_after": "off",
 }
 
 

@@ -148,6 +148,8 @@ SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "validation_timeout": parse_seconds,
     "socket_timeout": parse_seconds,
     "leak_detection_threshold": parse_seconds,
+    "reap_idle_after": parse_seconds,
+    "budget_check": parse_bool,
     "isolation_level": parse_isolation_level,
     "pgbouncer": parse_bool,
     "schema": parse_schema,
@@ -162,6 +164,8 @@ DEFAULTS: dict[str, Any] = {
     "validation_timeout": 2.0,
     "socket_timeout": 0.0,
     "leak_detection_threshold": 0.0,
+    "reap_idle_after": 0.0,
+    "budget_check": True,
     "isolation_level": None,
     "pgbouncer": False,
     "schema": None,
@@ -181,6 +185,8 @@ class EngineConfig:
     validation_timeout: float
     socket_timeout: float
     leak_detection_threshold: float
+    reap_idle_after: float
+    budget_check: bool
     isolation_level: str | None
     pgbouncer: bool
     schema: str | None

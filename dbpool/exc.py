@@ -65,6 +65,24 @@ class ConnectError(DBPoolError):
         self.orig = orig
 
 
+class TooManyConnectionsError(ConnectError):
+    """The server refused a new connection because it is full (Prisma's P2037).
+
+    PostgreSQL's "too many clients" (SQLSTATE 53300) and reserved-slots refusals, MySQL's
+    and MariaDB's errors 1040 and 1203. ``server_limit`` is the server's connection limit
+    when it is known, else None. Retried with backoff within ``pool_timeout`` like any
+    connect failure.
+    """
+
+    code = "P2037"
+
+    def __init__(
+        self, message: str, *, orig: BaseException | None = None, server_limit: int | None = None
+    ) -> None:
+        super().__init__(message, orig=orig)
+        self.server_limit = server_limit
+
+
 class DBAPIError(DBPoolError):
     """A driver (PEP 249) error, wrapped; the driver's exception is ``.orig``."""
 

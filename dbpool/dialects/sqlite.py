@@ -45,10 +45,12 @@ class SQLiteDialect(Dialect):
     accepted_query_params = frozenset({*_URI_PARAMS, "journal_mode"})
     isolation_levels = ("AUTOCOMMIT", "READ UNCOMMITTED", "SERIALIZABLE")
     supports_ping = False  # in-process: there is no link that could break
-    # No server: no PgBouncer, no search_path, nothing to ping and no socket to time out.
+    # No server: no PgBouncer, no search_path, nothing to ping, no socket to time out and
+    # no server-side connection limit to budget for or idle sessions to reap.
     inapplicable_settings = frozenset(
-        {"pgbouncer", "schema", "pre_ping", "validation_timeout", "socket_timeout"}
-    )
+        {"pgbouncer", "schema", "pre_ping", "validation_timeout", "socket_timeout",
+         "reap_idle_after", "budget_check"}
+    )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
