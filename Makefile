@@ -36,6 +36,7 @@ bench: venv
 	$(BIN)/python benchmarks/postgres_throughput.py
 	$(BIN)/python benchmarks/mysql_throughput.py
 	$(BIN)/python benchmarks/django_load.py
+	$(BIN)/python benchmarks/spike.py
 
 check: venv
 	$(BIN)/dbpool check

@@ -30,7 +30,10 @@ def engine_html(engine: Engine) -> str:
         (name, "default" if value is None else value) for name, value in engine.config.items()
     ]
     counts = list(vars(engine.status()).items())
-    return _table(f"Engine {engine.url}", [("url", engine.url), *settings, *counts])
+    urls: list[tuple[str, object]] = [("url", engine.url)]
+    if engine.direct_url is not None:  # str() hides the password, as for url
+        urls.append(("direct_url", engine.direct_url))
+    return _table(f"Engine {engine.url}", [*urls, *settings, *counts])
 
 
 # A notebook shows a result's first rows only: enough to see its shape, never a page of

@@ -7,10 +7,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbpool import dialects, lifecycle, shared
+from dbpool.budget import add_startup_check
 from dbpool.config import SETTINGS, EngineConfig, did_you_mean, resolve_settings
 from dbpool.dialects.base import Dialect
 from dbpool.events import Events
@@ -27,9 +28,13 @@ from dbpool.lifecycle import ExitHooks
 from dbpool.metrics import Metrics
 from dbpool.pool import PoolStatus, QueuePool, _Record
 from dbpool.proxy import INHERITED_AFTER_FORK
+from dbpool.reaper import Reaper
 from dbpool.result import Result
 from dbpool.sql import TextClause
 from dbpool.url import URL, make_url
+
+if TYPE_CHECKING:
+    from dbpool.direct import DirectTarget
 
 logger = logging.getLogger("dbpool")
 _monotonic = time.monotonic
@@ -52,8 +57,12 @@ class Engine:
         *,
         echo: bool = False,
         metrics_labels: Mapping[str, str] | None = None,
+        direct: DirectTarget | None = None,
     ) -> None:
         self.url = url
+        # engine.direct()'s target (dbpool/direct.py); direct_url is None without one.
+        self._direct = direct
+        self.direct_url: URL | None = None if direct is None else direct.url
         self.dialect = dialect
         self.config = config
         self.pool = pool
@@ -86,6 +95,15 @@ class Engine:
         with self.connect() as conn, conn.begin():
             yield conn
 
+    def direct(self) -> AbstractContextManager[Connection]:
+        """A connection of its own past the external pooler, for what PgBouncer's
+        transaction mode breaks (migrations, LISTEN/NOTIFY, advisory locks, session
+        settings, prepared statements): opened on ``direct_url`` when the block starts,
+        closed when it ends, never from the pool (see dbpool/direct.py for the rules)."""
+        from dbpool.direct import direct_connection
+
+        return direct_connection(self)
+
     def open(self) -> None:
         """Start the pool with one connection now; fails fast if the database is unreachable."""
         self.pool.open()
@@ -112,6 +130,8 @@ class Engine:
             hooks.run(self)
         self.pool.dispose(timeout)
         self.dialect.release_resources()
+        if self._direct is not None:
+            self._direct.release_resources(self.dialect)
 
     def status(self) -> PoolStatus:
         return self.pool.status()
@@ -123,6 +143,8 @@ class Engine:
         self.dispose()
 
     def __repr__(self) -> str:
+        if self.direct_url is not None:
+            return f"Engine({self.url}, direct_url={self.direct_url})"
         return f"Engine({self.url})"
 
     def _repr_html_(self) -> str:
@@ -140,7 +162,7 @@ class Connection:
     """
 
     __slots__ = ("_closed", "_code", "_dialect", "_engine", "_explicit", "_in_transaction",
-                 "_invalid", "_line", "_record")  # fmt: skip
+                 "_invalid", "_line", "_queries", "_record")  # fmt: skip
 
     def __init__(self, engine: Engine, record: _Record, code: Any = None, line: int = 0) -> None:
         self._engine = engine
@@ -148,6 +170,7 @@ class Connection:
         self._record: _Record | None = record
         self._code = code  # where it was checked out, for the leak warning
         self._line = line
+        self._queries = engine.query_histogram  # a direct connection's go uncounted
         self._in_transaction = False
         self._explicit = False  # a transaction opened by begin()
         self._invalid = False
@@ -245,7 +268,7 @@ class Connection:
             record.cursor = None
             self._handle_error(exc, record, sql, params, cursor)
             raise  # not reached: _handle_error raises
-        engine.query_histogram.observe(_monotonic() - start)
+        self._queries.observe(_monotonic() - start)
         return result
 
     def _handle_error(self, exc: Exception, record: _Record, sql: str, params: Any,
@@ -407,7 +430,7 @@ class Transaction:
             self.rollback()
 
 
-ENGINE_KEYWORDS = ("connect_args", "creator", "echo", "metrics_labels")
+ENGINE_KEYWORDS = ("connect_args", "creator", "direct_url", "echo", "metrics_labels")
 _SETTING_NAMES = tuple(SETTINGS)
 
 
@@ -418,12 +441,16 @@ def create_engine(
     connect_args: Mapping[str, Any] | None = None,
     echo: bool = False,
     metrics_labels: Mapping[str, str] | None = None,
+    direct_url: str | URL | None = None,
     **settings: Any,
 ) -> Engine:
     """Make an engine; nothing is opened until the first checkout or ``engine.open()``.
 
     Pool settings come from the URL query; keyword arguments override them.
+    ``direct_url`` is the database without the external pooler, for ``engine.direct()``;
+    ``DIRECT_URL`` is read with ``DATABASE_URL``, when no URL is given.
     """
+    direct_origin = ""
     if url is None:
         url = os.environ.get("DATABASE_URL")
         if not url:
@@ -431,6 +458,8 @@ def create_engine(
                 "No database URL: pass one to create_engine() or set DATABASE_URL, "
                 "e.g. sqlite:///app.db or postgresql://user@localhost:5432/app"
             )
+        if direct_url is None and os.environ.get("DIRECT_URL"):
+            direct_url, direct_origin = os.environ["DIRECT_URL"], " (from DIRECT_URL)"
     parsed = make_url(url)
     dialect_cls = dialects.load(parsed.drivername)
     for name in settings:
@@ -444,8 +473,16 @@ def create_engine(
         parsed.query, settings, default_limit=dialect_cls.default_connection_limit
     )
     dialect = dialect_cls(parsed, config, driver_params, connect_args)
+    from dbpool import direct  # it builds on Connection, defined above
+
+    direct_target = direct.resolve(direct_url, direct_origin, url=parsed, dialect=dialect,
+                                   settings=settings, connect_args=connect_args,
+                                   creator=creator)  # fmt: skip
+    reaper = (
+        Reaper.for_engine(creator or dialect.connect, dialect) if config.reap_idle_after else None
+    )
     pool = QueuePool(
-        creator or dialect.connect,
+        reaper or creator or dialect.connect,
         connection_limit=config.connection_limit,
         pool_timeout=config.pool_timeout,
         max_idle_connection_lifetime=config.max_idle_connection_lifetime,
@@ -459,7 +496,13 @@ def create_engine(
         name=dialect.name,
         where=dialect.describe(),
     )
-    return Engine(parsed, dialect, config, pool, echo=echo, metrics_labels=metrics_labels)
+    if reaper is not None:
+        reaper.attach(pool)
+    # Through PgBouncer the server's limit is PgBouncer's business, not this pool's.
+    if config.budget_check and dialect.supports_budget and not config.pgbouncer:
+        add_startup_check(pool.events, dialect, config.connection_limit)
+    return Engine(parsed, dialect, config, pool, echo=echo, metrics_labels=metrics_labels,
+                  direct=direct_target)  # fmt: skip
 
 
 def _show_echo_output() -> None:

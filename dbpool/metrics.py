@@ -38,6 +38,10 @@ COUNTERS = (
         "Pre-pings that failed or got no answer within validation_timeout (each connection "
         "was replaced)",
     ),
+    (
+        "dbpool_pool_too_many_connections_total",
+        "Connections the server refused because it was full (error P2037)",
+    ),
     ("dbpool_client_queries_total", "Statements run through the engine's connections"),
     (
         "dbpool_client_socket_timeouts_total",
@@ -154,6 +158,7 @@ class Metrics:
             "dbpool_pool_connections_closed_total": status.closed_total,
             "dbpool_pool_timeouts_total": status.timeouts_total,
             "dbpool_pool_validation_failures_total": self._pool.validation_failures_total,
+            "dbpool_pool_too_many_connections_total": self._pool.too_many_connections_total,
             "dbpool_client_queries_total": queries.count,
             "dbpool_client_socket_timeouts_total": (
                 0 if self._timeouts is None else self._timeouts.socket_timeouts_total

@@ -45,6 +45,7 @@ from dbpool.exc import (
     PoolDisposedError,
     PoolTimeoutError,
     ResourceClosedError,
+    TooManyConnectionsError,
 )
 from dbpool.histogram import WAIT_BUCKETS, Histogram
 from dbpool.janitor import Janitor
@@ -63,6 +64,8 @@ _FAILED = object()
 # The first reconnect attempt waits this long; each further one twice as long, up to the cap.
 _BACKOFF_FIRST = 0.05
 _BACKOFF_CAP = 2.0
+# While the server keeps refusing because it is full, its WARNING repeats at most this often.
+_FULL_WARNING_EVERY = 60.0
 
 # Connections inherited from a parent process: kept referenced so that the child never
 # closes (and so never disturbs) sockets the parent is still using.
@@ -255,6 +258,10 @@ class QueuePool:
         self._closed_total = 0
         self._timeouts_total = 0
         self._validation_failures_total = 0
+        self._too_many_connections_total = 0
+        self._refused_since: float | None = None  # start of the current run of refusals
+        self._refused_warned_at = 0.0
+        self._refused_unreported = 0
         self.wait_histogram = Histogram(WAIT_BUCKETS)
         _live_pools.add(self)
 
@@ -272,6 +279,11 @@ class QueuePool:
     def validation_failures_total(self) -> int:
         """Pre-pings that failed or went unanswered; each connection was replaced."""
         return self._validation_failures_total
+
+    @property
+    def too_many_connections_total(self) -> int:
+        """Connects the server refused because it was full (``TooManyConnectionsError``)."""
+        return self._too_many_connections_total
 
     def connect(self) -> PooledConnection:
         """Check out a connection; ``close()`` on the result returns it."""
@@ -296,6 +308,19 @@ class QueuePool:
             self.events.fire("checkout", record.dbapi_connection)
         if self._leak_threshold:
             self._track_checkout(record)
+        return record
+
+    def borrow_idle(self) -> _Record | None:
+        """An idle connection for a moment of the pool's own work (the idle-connection
+        reaper), or None: never waits and never opens one. Give it back with ``checkin``;
+        meanwhile it counts as busy, like any checked-out connection."""
+        with self._lock:
+            if self._orphans or not self._idle:
+                return None
+            record = self._idle.pop()
+        record.owner = self
+        if self.events.checkout:
+            self.events.fire("checkout", record.dbapi_connection)
         return record
 
     def status(self) -> PoolStatus:
@@ -517,6 +542,8 @@ class QueuePool:
                 break
             except BaseException as exc:
                 self._last_connect_error = str(exc) or type(exc).__name__
+                if isinstance(exc, TooManyConnectionsError):
+                    self._server_refused(exc)
                 remaining = math.inf if deadline is None else deadline - _monotonic()
                 pause = delay * random.uniform(0.5, 1.0)
                 if not (retry and isinstance(exc, Exception) and deadline is not None
@@ -540,10 +567,33 @@ class QueuePool:
             self._connecting -= 1
             self._opened_total += 1
             self._last_connect_error = None
+            refused_since, self._refused_since = self._refused_since, None
+        if refused_since is not None:
+            logger.info("the server at %s accepts connections again after refusing them "
+                        "for %.1f s", self._where, now - refused_since)  # fmt: skip
         logger.debug("opened a connection (%s)", self.name or "pool")
         if self.events.connect:
             self.events.fire("connect", conn)
         return record
+
+    def _server_refused(self, error: TooManyConnectionsError) -> None:
+        """Count a refusal by a full server; warn once per run of them (a spike refuses
+        hundreds of attempts a second across threads: the log gets one line, then one a
+        minute with the count while the server stays full)."""
+        now = _monotonic()
+        with self._lock:
+            self._too_many_connections_total += 1
+            self._refused_unreported += 1
+            if self._refused_since is None:
+                self._refused_since = now
+            elif now - self._refused_warned_at < _FULL_WARNING_EVERY:
+                return
+            self._refused_warned_at = now
+            count, self._refused_unreported = self._refused_unreported, 0
+        if count == 1:
+            logger.warning("%s", error)
+        else:
+            logger.warning("%s (refused %d times since the last warning)", error, count)
 
     # -- giving connections back ---------------------------------------------------------
 

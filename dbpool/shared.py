@@ -48,6 +48,9 @@ def shared_engine(url: str | URL | None = None, **settings: Any) -> Engine:
         url = os.environ.get("DATABASE_URL")
         if not url:
             return create_engine(None, **settings)  # raises the error saying how to give one
+        if settings.get("direct_url") is None and os.environ.get("DIRECT_URL"):
+            # As create_engine() without a URL: DIRECT_URL goes with DATABASE_URL.
+            settings["direct_url"] = os.environ["DIRECT_URL"]
     parsed = make_url(url)
     key = (parsed, tuple(sorted((name, _freeze(name, v)) for name, v in settings.items())))
     with _shared_lock:

@@ -172,6 +172,56 @@ def _parse(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(fragments), tuple(names)
 
 
+def code_only(sql: str) -> str:
+    """``sql`` with what is not code blanked out, for guards that look for statement kinds.
+
+    String literals (``'...'``, ``E'...'``, dollar-quoted bodies) and comments each become
+    one space, so a keyword inside them is never seen and a ``;`` inside them never ends a
+    statement; a ``"quoted"`` identifier keeps its name when that is a plain word (quoted
+    or not, ``"TimeZone"`` names the same setting) and otherwise becomes ``_``. The same
+    scanner rules as for finding binds (see the module docs).
+    """
+    out: list[str] = []
+    start = pos = 0
+    n = len(sql)
+    while True:
+        m = _SPECIAL.search(sql, pos)
+        if m is None:
+            break
+        pos = m.start()
+        token = m.group()
+        if token == ":" or token == "\\":
+            pos += 1
+            continue
+        if token == "$":
+            in_word = pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] in "_$")
+            tag = None if in_word else _DOLLAR_TAG.match(sql, pos)
+            if tag is None:
+                pos += 1
+                continue
+            body = sql.find(tag.group(), tag.end())
+            end = n if body < 0 else body + len(tag.group())
+        elif token == "'":
+            e_string = pos > 0 and sql[pos - 1] in "eE" and (pos < 2 or sql[pos - 2] not in _WORD)
+            end = _end_of_quoted(sql, pos + 1, "'", e_string)
+        elif token == '"' or token == "`":
+            end = _end_of_quoted(sql, pos + 1, token, False)
+        elif token == "--":
+            nl = _NEWLINE.search(sql, pos + 2)
+            end = n if nl is None else nl.end()
+        else:  # "/*"
+            end = _end_of_block_comment(sql, pos + 2)
+        out.append(sql[start:pos])
+        if token == '"' or token == "`":
+            name = sql[pos + 1 : end - 1]
+            out.append(name if name.isidentifier() else "_")
+        else:
+            out.append(" ")
+        start = pos = end
+    out.append(sql[start:])
+    return "".join(out)
+
+
 def _check_paramstyle(paramstyle: str) -> None:
     if paramstyle not in PARAMSTYLES:
         raise ArgumentError(

@@ -91,6 +91,34 @@ def pgbouncer_url() -> Iterator[str]:
     bouncer.stop()
 
 
+def _private_pgbouncer(pool_mode: str, pool_size: int) -> Iterator[str]:
+    need_module("psycopg")
+    need(POSTGRES_URL)
+    try:
+        bouncer = pgbouncer.start(POSTGRES_URL, pool_mode=pool_mode, pool_size=pool_size)
+    except pgbouncer.PgBouncerUnavailable as exc:
+        if REQUIRE_DATABASES:
+            pytest.fail(f"{exc} and DBPOOL_REQUIRE_DATABASES=1")
+        pytest.skip(str(exc))
+    yield bouncer.url
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_statement_url() -> Iterator[str]:
+    """PgBouncer in statement mode (pool size 2), started once per session; no
+    ``pgbouncer=true`` in the URL. Always a private instance (DBPOOL_TEST_PGBOUNCER_URL
+    is a transaction-mode one)."""
+    yield from _private_pgbouncer("statement", pgbouncer.POOL_SIZE)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session_url() -> Iterator[str]:
+    """PgBouncer in session mode (pool size 4: each client holds a server connection
+    while it is connected), started once per session; a private instance."""
+    yield from _private_pgbouncer("session", 4)
+
+
 @pytest.fixture
 def silent_server() -> Iterator[tuple[str, int]]:
     """(host, port) of a loopback TCP server that accepts connections and never answers."""

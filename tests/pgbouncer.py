@@ -1,4 +1,4 @@
-"""PgBouncer in transaction mode in front of the test PostgreSQL server, for one session.
+"""PgBouncer (transaction mode unless asked otherwise) in front of the test PostgreSQL server.
 
 ``start(upstream_url)`` writes a config into a private temporary directory, starts
 ``pgbouncer`` on a free loopback port and waits until it accepts connections; ``stop()``
@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from dbpool import make_url
 
 # Few server connections, so tests can have many more clients than servers.
 POOL_SIZE = 2
+POOL_MODES = ("session", "transaction", "statement")
 RUN_AS = "postgres"  # the user PgBouncer switches to when started as root
 
 
@@ -86,7 +88,32 @@ class PgBouncer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _config(upstream_host: str, upstream_port: int, port: int, directory: Path, user: str) -> str:
+@dataclass(frozen=True)
+class Settings:
+    """What a pgbouncer.ini made by ``start(config=...)`` must use: the server, the port
+    to listen on (loopback), the private directory (``userlist.txt`` with the user's
+    password in plain text is there; log and pid files go there too) and the user (an
+    admin) with its password. The config function may write more files there."""
+
+    upstream_host: str
+    upstream_port: int
+    port: int
+    directory: Path
+    user: str
+    password: str
+
+
+def _config(
+    upstream_host: str,
+    upstream_port: int,
+    port: int,
+    directory: Path,
+    user: str,
+    *,
+    pool_mode: str,
+    pool_size: int,
+    max_client_conn: int,
+) -> str:
     return f"""\
 [databases]
 * = host={upstream_host} port={upstream_port}
@@ -95,11 +122,11 @@ def _config(upstream_host: str, upstream_port: int, port: int, directory: Path, 
 listen_addr = 127.0.0.1
 listen_port = {port}
 unix_socket_dir =
-pool_mode = transaction
-default_pool_size = {POOL_SIZE}
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = 500
+max_client_conn = {max_client_conn}
 auth_type = scram-sha-256
 auth_file = {directory}/userlist.txt
 admin_users = {user}
@@ -112,8 +139,25 @@ server_check_delay = 0
 """
 
 
-def start(upstream_url: str, *, attempts: int = 3) -> PgBouncer:
-    """Start PgBouncer in front of ``upstream_url``'s server; raise PgBouncerUnavailable."""
+def start(
+    upstream_url: str,
+    *,
+    pool_mode: str = "transaction",
+    pool_size: int = POOL_SIZE,
+    max_client_conn: int = 500,
+    config: Callable[[Settings], str] | None = None,
+    attempts: int = 3,
+) -> PgBouncer:
+    """Start PgBouncer in front of ``upstream_url``'s server; raise PgBouncerUnavailable.
+
+    ``pool_mode`` is PgBouncer's (session, transaction or statement), ``pool_size`` its
+    ``default_pool_size`` (server connections per user and database), ``max_client_conn``
+    how many clients it accepts. ``config``, if given, makes the whole pgbouncer.ini
+    instead (the other keywords are then unused) from the values that must be these:
+    see :class:`Settings` (the example configuration's test uses it).
+    """
+    if pool_mode not in POOL_MODES:
+        raise ValueError(f"pool_mode must be one of {', '.join(POOL_MODES)}, not {pool_mode!r}")
     program = binary()
     if program is None:
         raise PgBouncerUnavailable("pgbouncer is not installed (apt-get install pgbouncer)")
@@ -136,9 +180,24 @@ def start(upstream_url: str, *, attempts: int = 3) -> PgBouncer:
         directory = Path(tempfile.mkdtemp(prefix="dbpool-pgbouncer-"))
         port = free_port()
         ini = directory / "pgbouncer.ini"
-        ini.write_text(
-            _config(upstream.host or "127.0.0.1", upstream.port or 5432, port, directory, user)
-        )
+        if config is not None:
+            upstream_host = upstream.host or "127.0.0.1"
+            upstream_port = upstream.port or 5432
+            settings = Settings(upstream_host, upstream_port, port, directory, user, password)
+            ini.write_text(config(settings))
+        else:
+            ini.write_text(
+                _config(
+                    upstream.host or "127.0.0.1",
+                    upstream.port or 5432,
+                    port,
+                    directory,
+                    user,
+                    pool_mode=pool_mode,
+                    pool_size=pool_size,
+                    max_client_conn=max_client_conn,
+                )
+            )
         (directory / "userlist.txt").write_text(f'"{user}" "{password}"\n')
         for path in (directory, ini, directory / "userlist.txt"):
             path.chmod(0o700 if path.is_dir() else 0o600)

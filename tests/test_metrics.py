@@ -26,6 +26,7 @@ COUNTERS = [
     "dbpool_pool_connections_closed_total",
     "dbpool_pool_timeouts_total",
     "dbpool_pool_validation_failures_total",
+    "dbpool_pool_too_many_connections_total",
     "dbpool_client_queries_total",
     "dbpool_client_socket_timeouts_total",
 ]
@@ -122,6 +123,7 @@ def test_json_values_follow_the_pool(exercised: dbpool.Engine) -> None:
     assert values["dbpool_pool_timeouts_total"] == 1
     assert values["dbpool_client_queries_total"] == 3
     assert values["dbpool_pool_validation_failures_total"] == 0
+    assert values["dbpool_pool_too_many_connections_total"] == 0
     assert values["dbpool_client_socket_timeouts_total"] == 0
     assert values["dbpool_pool_connections_open"] == 2
     assert values["dbpool_pool_connections_busy"] == 2

@@ -4,6 +4,9 @@
 factory) makes the app's engine from ``app.config["DATABASE_URL"]`` (else the
 ``DATABASE_URL`` environment variable) and ``app.config["DBPOOL_SETTINGS"]`` (pool
 settings and ``create_engine`` keywords), and keeps it in ``app.extensions["dbpool"]``.
+The direct URL for ``engine.direct()`` comes from where the URL came from:
+``app.config["DIRECT_URL"]``, or the ``DIRECT_URL`` environment variable along with
+``DATABASE_URL``'s (``direct_url`` in ``DBPOOL_SETTINGS`` wins over both).
 
 ``db.connection()`` checks a connection out on first use in an app context (each request
 has its own) and returns the same one until the context is torn down; teardown rolls back
@@ -144,6 +147,11 @@ def _make_engine(app: Flask) -> Engine:
             "postgresql://user@localhost:5432/app?connection_limit=4"
         )
     settings = _settings(app)
+    if settings.get("direct_url") is None:
+        # A pair from one place, as create_engine() reads DATABASE_URL and DIRECT_URL: a
+        # DIRECT_URL in the environment never attaches itself to a URL from app.config.
+        source = app.config if app.config.get("DATABASE_URL") else os.environ
+        settings["direct_url"] = source.get("DIRECT_URL") or None
     try:
         return create_engine(url, **settings)
     except ConfigError as exc:
@@ -215,6 +223,7 @@ def _check(app: Flask, engine: Engine, *, threads: int, checkouts: int, sql: str
     the URL and from DBPOOL_SETTINGS, which the plain command cannot see."""
     origin = "app.config" if app.config.get("DATABASE_URL") else "the environment"
     overridden = app.config.get("DBPOOL_SETTINGS") or {}
+    direct = "DBPOOL_SETTINGS" if overridden.get("direct_url") else f"DIRECT_URL from {origin}"
     cli.check_engine(
         engine,
         f"{engine.url} (Flask app {app.name!r}, DATABASE_URL from {origin})",
@@ -223,6 +232,7 @@ def _check(app: Flask, engine: Engine, *, threads: int, checkouts: int, sql: str
         sql=sql,
         sources={name: "DBPOOL_SETTINGS" for name in overridden},
         echo=click.echo,
+        direct_origin=direct,
     )
 
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dbpool.config import ISOLATION_LEVELS, EngineConfig, reject_unknown_params
-from dbpool.exc import ConfigError, ConnectError
+from dbpool.exc import ConfigError, ConnectError, TooManyConnectionsError
 from dbpool.timeouts import Timeouts
 from dbpool.url import URL
 from dbpool.watchdog import shutdown_socket
+
+if TYPE_CHECKING:
+    from dbpool.budget import ServerUsage
+
+
+# Words of a refusal by a per-user or per-database limit rather than the server's own.
+_PER_USER_LIMIT_WORDS = ("for role", "for database", "max_user_connections")
 
 
 class Dialect:
@@ -34,7 +41,16 @@ class Dialect:
     accepted_query_params: ClassVar[frozenset[str]] = frozenset()
     isolation_levels: ClassVar[tuple[str, ...]] = ISOLATION_LEVELS
     supports_ping: ClassVar[bool] = True
+    # Whether reap_idle() is implemented (reap_idle_after does something).
+    supports_reaping: ClassVar[bool] = False
     default_port: ClassVar[int | None] = None  # shown in messages when the URL has none
+    # Whether server_connections() can ask the server for its connection budget.
+    supports_budget: ClassVar[bool] = False
+    # The name this engine's connections carry on the server (PostgreSQL application_name,
+    # MySQL program_name); set by the dialect's __init__, None where there is no such name.
+    application_name: str | None = None
+    # The server's connection limit once known (the startup budget check sets it).
+    server_limit: int | None = None
 
     def __init__(
         self,
@@ -102,8 +118,42 @@ class Dialect:
         if password:
             reason = reason.replace(password, "***")
         user = f" as user {self.url.username!r}" if self.url.username else ""
+        if self.is_too_many_connections(error):
+            return self.too_many_connections_error(error, reason, user)
         return ConnectError(
             f"Cannot connect to {self.name} at {self.describe()}{user}: {reason}", orig=error
+        )
+
+    def is_too_many_connections(self, error: BaseException) -> bool:
+        """Whether a failed connect means the server is full (its connection limit, or a
+        per-user or per-database one, is reached): ``TooManyConnectionsError``."""
+        return False
+
+    def too_many_connections_error(
+        self, error: BaseException, reason: str, user: str = ""
+    ) -> TooManyConnectionsError:
+        """The P2037 error: where, the limit when known, and what to do about it.
+
+        ``reason`` is the driver's message, password already masked. The server-wide limit
+        (``server_limit``, known once the budget probe ran) is named only when the refusal
+        is not a per-user or per-database limit, which it would say nothing about.
+        """
+        limit: int | None = getattr(self, "server_limit", None)
+        lowered = reason.lower()
+        per_user = any(words in lowered for words in _PER_USER_LIMIT_WORDS)
+        if per_user:
+            why = "its connection limit for this user or database is reached"
+        elif limit is not None:
+            why = f"it is full (its connection limit is {limit})"
+        else:
+            why = "it is full"
+        return TooManyConnectionsError(
+            f"Too many connections: {self.name} at {self.describe()}{user} refused a new "
+            f"connection because {why}: {reason}. Lower connection_limit, run "
+            "fewer instances, or put a pooler such as PgBouncer in front of the database; "
+            "see docs/scaling.md.",
+            orig=error,
+            server_limit=limit,
         )
 
     # -- connections -------------------------------------------------------------------
@@ -111,6 +161,12 @@ class Dialect:
     def connect(self) -> Any:
         """Open one DB-API connection, configured; raise ``ConnectError`` on failure."""
         raise NotImplementedError
+
+    def server_connections(self, conn: Any) -> ServerUsage:
+        """The server's connection limits and who holds connections now, not counting
+        ``conn`` itself (``dbpool budget`` and the startup check). One cheap query (two on
+        MySQL); ``conn`` is left as it was, with no transaction open."""
+        raise NotImplementedError(f"{self.name} has no server connection budget")
 
     def ping(self, conn: Any) -> None:
         """Raise if the connection is unusable; the cheapest round trip there is."""
@@ -151,6 +207,13 @@ class Dialect:
     def is_disconnect(self, error: BaseException) -> bool:
         """Whether ``error`` means the connection is gone (so it must be discarded)."""
         return False
+
+    def reap_idle(self, conn: Any, *, older_than: float) -> int:
+        """Over ``conn``, end this application's own server connections (same user, same
+        application name, same database) that have sat idle on the server for more than
+        ``older_than`` seconds, never ``conn`` itself nor one in a statement or a
+        transaction; return how many. Leaves ``conn`` as clean as it found it."""
+        raise NotImplementedError(f"{self.name} cannot reap idle connections")
 
     def column_names(self, cursor: Any) -> tuple[str, ...] | None:
         """The column names of the statement just run, or None if it returns no rows."""

@@ -14,6 +14,9 @@
   since the last commit or rollback; a connection that is clean by both counts goes
   back to the pool without a ``ROLLBACK`` round trip.
 * The ping is ``COM_PING``: one round trip, no statement, no transaction.
+* A refused connect because the server is full (errors 1040, 1203, 1226: too many
+  connections, or a user's ``max_user_connections`` reached) raises
+  ``TooManyConnectionsError`` (P2037).
 * A disconnect is one of the client errors 2006, 2013, 2014, 2045, 2055, the server
   errors 1053, 1927, 4031, or PyMySQL's errors for a closed socket.
 * ``socket_timeout`` becomes PyMySQL's ``read_timeout`` and ``write_timeout`` (unless the
@@ -34,7 +37,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from dbpool.appname import default_application_name
+from dbpool.budget import Holder, ServerUsage
 from dbpool.config import parse_bool, parse_positive_int, parse_seconds
+from dbpool.dialects._reap import reap_mysql
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
 from dbpool.timeouts import Timeouts
@@ -74,6 +80,10 @@ _DISCONNECT_CODES = frozenset(
     }
 )
 
+# The server is full: ER_CON_COUNT_ERROR (max_connections), ER_TOO_MANY_USER_CONNECTIONS
+# (the global max_user_connections), ER_USER_LIMIT_REACHED (a user's own resource limit).
+_TOO_MANY_CODES = frozenset({1040, 1203, 1226})
+
 
 def _text(name: str, value: str) -> str:
     return value
@@ -88,6 +98,7 @@ def _positive_seconds(name: str, value: str) -> float:
 
 # Query parameter -> parser of its value; each becomes the PyMySQL argument of that name.
 QUERY_PARAMS: dict[str, Callable[[str, str], Any]] = {
+    "application_name": _text,  # PostgreSQL's name for program_name; becomes that
     "bind_address": _text,
     "charset": _text,
     "collation": _text,
@@ -202,9 +213,11 @@ class MySQLDialect(Dialect):
     driver = "pymysql"
     extra = "mysql"
     paramstyle = "pyformat"
+    supports_reaping = True
     default_port = 3306
     inapplicable_settings = frozenset({"pgbouncer", "schema"})  # refused in __init__
     accepted_query_params = frozenset(QUERY_PARAMS) | frozenset(KEEPALIVE_PARAMS)
+    supports_budget = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -239,6 +252,7 @@ class MySQLDialect(Dialect):
         params["connect_timeout"] = min(config.connect_timeout or _MAX_TIMEOUT, _MAX_TIMEOUT)
         params["autocommit"] = self.autocommit
         params.update(self.connect_args)
+        self.application_name = _program_name(params)
         self._params = params
         level = config.isolation_level
         self._session_setup = (
@@ -307,6 +321,63 @@ class MySQLDialect(Dialect):
         if self.in_transaction(conn) is not False:
             conn.rollback()
 
+    def server_connections(self, conn: Any) -> ServerUsage:
+        if (conn.server_status or 0) & _SERVER_STATUS_IN_TRANS:
+            # A creator's work inside a transaction: the rollback after would undo it.
+            raise RuntimeError("the connection is inside a transaction; not probing it")
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(_BUDGET_QUERY)
+                rows = list(cursor.fetchall())
+                # Everyone's connections, also those PROCESSLIST hides without PROCESS.
+                cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                status = cursor.fetchone()
+                named = None
+                if rows[0][3]:  # performance_schema is on: it knows program names
+                    try:
+                        cursor.execute(_BUDGET_NAMES_QUERY)
+                        named = list(cursor.fetchall())
+                    except self.dbapi.Error:  # no SELECT on performance_schema
+                        named = None
+        finally:
+            if self.in_transaction(conn) is not False:
+                conn.rollback()  # leave no read snapshot open
+        max_connections, session_limit, global_limit, _, user = rows[0][:5]
+        if named is not None:
+            holders = [Holder(u, name or None, int(n)) for u, name, n in named]
+        else:
+            holders = [Holder(u, None, int(n)) for *_, u, n in rows if u is not None]
+        visible = sum(holder.connections for holder in holders)
+        connected = int(status[1]) if status else 0
+        if any(holder.user != user for holder in holders):
+            connected = 0  # it sees other users' threads (PROCESS): nothing is hidden
+        if session_limit and session_limit != global_limit:
+            user_limit, by = int(session_limit), "the account's MAX_USER_CONNECTIONS"
+        elif global_limit and global_limit > 0:
+            user_limit, by = int(global_limit), "max_user_connections"
+        else:
+            user_limit, by = None, ""
+        return ServerUsage(
+            max_connections=int(max_connections),
+            reserved=0,
+            reserved_by="",
+            user=str(user),
+            user_limit=user_limit,
+            user_limit_by=by,
+            database_limit=None,
+            holders=tuple(holders),
+            hidden=max(0, connected - 1 - visible),
+            names_visible=named is not None,
+            dialect_name=self.name,
+        )
+
+    def reap_idle(self, conn: Any, *, older_than: float) -> int:
+        return reap_mysql(self, conn, older_than)
+
+    def is_too_many_connections(self, error: BaseException) -> bool:
+        args: tuple[Any, ...] = getattr(error, "args", ())
+        return bool(args) and args[0] in _TOO_MANY_CODES
+
     def is_disconnect(self, error: BaseException) -> bool:
         args = getattr(error, "args", ())
         code = args[0] if args else None
@@ -324,6 +395,48 @@ class MySQLDialect(Dialect):
 
     def end_explicit(self, conn: Any) -> None:
         pass
+
+
+def _program_name(params: dict[str, Any]) -> str | None:
+    """Resolve ``program_name`` in ``params`` (the connection attribute the server shows
+    in performance_schema.session_connect_attrs): ``application_name`` is the same
+    thing, else the program's default name; None when set to empty."""
+    alias = params.pop("application_name", None)
+    if alias is not None:
+        if params.get("program_name", alias) != alias:
+            raise ConfigError(
+                "program_name and application_name are the same setting on MySQL/MariaDB "
+                f"and name different programs ({params['program_name']!r}, {alias!r}): "
+                "give one of them"
+            )
+        params["program_name"] = alias
+    params.setdefault("program_name", default_application_name())
+    name = params["program_name"]
+    return str(name) if name else None
+
+
+# The server's limits and who holds connections (users' threads, not the server's own
+# daemons), in one round trip; one row with NULL holders when nobody else is connected.
+# The session's max_user_connections is the account's own limit when it has one.
+_BUDGET_QUERY = """
+SELECT @@global.max_connections, @@session.max_user_connections,
+       @@global.max_user_connections, @@performance_schema,
+       SUBSTRING_INDEX(USER(), '@', 1), p.USER, p.n
+FROM (SELECT 1) AS one
+LEFT JOIN (
+    SELECT USER, COUNT(*) AS n FROM information_schema.PROCESSLIST
+    WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon' AND USER <> 'system user'
+    GROUP BY USER
+) AS p ON TRUE
+"""
+# With performance_schema on: the same, by user and program_name.
+_BUDGET_NAMES_QUERY = """
+SELECT p.USER, a.ATTR_VALUE, COUNT(*) FROM information_schema.PROCESSLIST AS p
+LEFT JOIN performance_schema.session_connect_attrs AS a
+    ON a.PROCESSLIST_ID = p.ID AND a.ATTR_NAME = 'program_name'
+WHERE p.ID <> CONNECTION_ID() AND p.COMMAND <> 'Daemon' AND p.USER <> 'system user'
+GROUP BY p.USER, a.ATTR_VALUE
+"""
 
 
 class _bounded:

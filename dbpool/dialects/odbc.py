@@ -24,6 +24,10 @@ A URL names its driver (``?driver=PostgreSQL Unicode``), a data source
   (with autocommit off, ODBC drivers open a transaction for any statement).
 * A disconnect is SQLSTATE class 08, 01002 (disconnect error) or 57P01-57P03 (the
   server ended the session), or a driver message saying the link is gone.
+* A refused connect because the server is full is recognised by the server's words
+  (PostgreSQL's "too many clients" family, MySQL's "Too many connections" and
+  ``max_user_connections``, SQL Server's error 17809) and raises
+  ``TooManyConnectionsError`` (P2037).
 * ``isolation_level`` is the ODBC attribute ``SQL_ATTR_TXN_ISOLATION``, set on each new
   connection before it runs anything.
 """
@@ -189,6 +193,15 @@ class ODBCDialect(Dialect):
         "terminating connection",
         "attempt to use a closed connection",
         "connection has been closed",
+    )
+    # Lower-cased words of a refusal because the server is full: PostgreSQL through
+    # psqlODBC, MySQL/MariaDB through their drivers, SQL Server (error 17809).
+    too_many_messages: ClassVar[tuple[str, ...]] = (
+        "sorry, too many clients already",
+        "too many connections",  # MySQL 1040; PostgreSQL's "... for role|database"
+        "remaining connection slots are reserved",
+        "'max_user_connections'",  # MySQL 1203 and 1226
+        "user connections has already been reached",  # SQL Server 17809
     )
     missing_driver_hint: ClassVar[str] = (
         "Is the ODBC driver installed and registered with the driver manager? "
@@ -443,6 +456,14 @@ class ODBCDialect(Dialect):
 
     def in_transaction(self, conn: Any) -> bool | None:
         return False if conn.autocommit else None
+
+    def is_too_many_connections(self, error: BaseException) -> bool:
+        # ODBC maps these refusals to SQLSTATE 08004 or 08001 (or HY000), which also mean
+        # other things: only the server's words are specific.
+        if sqlstate(error) == "53300":
+            return True
+        message = str(error.args[-1] if error.args else error).lower()
+        return any(words in message for words in self.too_many_messages)
 
     def is_disconnect(self, error: BaseException) -> bool:
         if not isinstance(error, self.dbapi.Error):

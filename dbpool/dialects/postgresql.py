@@ -9,11 +9,19 @@
   and refuses ``schema``: PgBouncer in transaction mode does not pass startup options on,
   and a ``SET search_path`` would stick to a server connection other clients share. Set
   it with ``ALTER ROLE ... SET search_path`` instead. Nothing else here is session-level:
-  the isolation level travels in each ``BEGIN``.
+  the isolation level travels in each ``BEGIN``. It also connects with a cursor class
+  (``_pgbouncer``) that refuses, with ``NotSupportedError``, statements whose session
+  state a transaction pooler would silently leak or lose (session ``SET``, ``LISTEN``,
+  ``PREPARE``, session advisory locks, ``WITH HOLD`` cursors, temporary tables), and that
+  says what to do when PgBouncer's statement mode refuses a transaction.
 * Reset on return reads the transaction status libpq already has from the server's last
   reply, so an idle connection goes back to the pool without a ``ROLLBACK`` round trip.
 * The ping is an empty query, sent in autocommit: one round trip, and it never leaves a
   transaction open (psycopg_pool checks connections the same way).
+* A refused connect because the server is full (SQLSTATE 53300, or the server's "too
+  many clients" / "too many connections for role|database" / "remaining connection
+  slots are reserved" text, as libpq often gives no SQLSTATE) raises
+  ``TooManyConnectionsError`` (P2037).
 * A disconnect is SQLSTATE class 08 or 57P01-57P03, or a psycopg error without SQLSTATE
   whose libpq message says the connection is gone.
 * psycopg has no client-side timeouts. The ping is bounded by ``validation_timeout`` and,
@@ -28,9 +36,14 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
+from dbpool.appname import clean, default_application_name
+from dbpool.budget import Holder, ServerUsage
+from dbpool.dialects._pgbouncer import TRACKED_SETTINGS, guarded_cursor
 from dbpool.dialects._psycopg_bounded import attach_deadline, bounded_classes
+from dbpool.dialects._reap import reap_postgresql
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
 
@@ -107,6 +120,48 @@ _DISCONNECT_MESSAGES = (
     "no answer from the server at",  # our own: socket_timeout shut the socket down
 )
 
+# The server is full (SQLSTATE 53300, too_many_connections). psycopg's connect errors
+# usually carry no SQLSTATE (libpq reports the FATAL as text), so the server's words count.
+_TOO_MANY_SQLSTATE = "53300"
+_TOO_MANY_MESSAGES = (
+    "sorry, too many clients already",
+    "too many connections for role",
+    "too many connections for database",
+    "remaining connection slots are reserved",  # "... for roles with the SUPERUSER ..." etc.
+)
+
+
+# The server's limits and who holds connections (client backends only: autovacuum,
+# background workers and WAL senders have slots of their own), in one round trip; the
+# settings repeat on each row of holders, and one row with NULL holders means none.
+# reserved_connections exists from PostgreSQL 16.
+_BUDGET_QUERY = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       coalesce(current_setting('reserved_connections', true), '0')::int,
+       session_user::text, r.rolsuper, r.rolconnlimit, d.datconnlimit,
+       a.usename::text, a.application_name, a.here, a.n::int
+FROM pg_roles r
+JOIN pg_database d ON d.datname = current_database()
+LEFT JOIN (
+    SELECT usename, application_name, datname = current_database() AS here, count(*) AS n
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+    GROUP BY 1, 2, 3
+) a ON true
+WHERE r.rolname = session_user
+"""
+
+
+def _application_name(params: dict[str, Any]) -> str | None:
+    """The application_name libpq will send for these connect arguments: the explicit
+    one, else ``$PGAPPNAME``, else the fallback; as the server keeps it. None for an
+    empty one (a connection without a name cannot be told apart)."""
+    name = params.get("application_name")
+    if name is None:
+        name = os.environ.get("PGAPPNAME") or params.get("fallback_application_name")
+    return clean(str(name)) if name else None
+
 
 def search_path_option(schema: str) -> str:
     """``-c search_path=...`` for libpq's ``options``, the schema quoted as an identifier.
@@ -124,8 +179,10 @@ class PostgreSQLDialect(Dialect):
     driver = "psycopg"
     extra = "postgresql"
     paramstyle = "pyformat"
+    supports_reaping = True
     default_port = 5432
     accepted_query_params = LIBPQ_PARAMS
+    supports_budget = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -163,10 +220,19 @@ class PostgreSQLDialect(Dialect):
         params["autocommit"] = self.autocommit
         if config.pgbouncer:
             params["prepare_threshold"] = None
+        # libpq's order: application_name, else $PGAPPNAME, else the fallback, ours.
+        params.setdefault("fallback_application_name", default_application_name())
         params.update(self.connect_args)
+        self.application_name = _application_name(params)
         self._connection_class = self.dbapi.Connection
         if config.socket_timeout:
             self._connection_class, params["cursor_factory"] = bounded_classes(self.dbapi)
+        if config.pgbouncer:  # refuse what a transaction pooler would silently break
+            tracked = TRACKED_SETTINGS
+            if self.application_name is not None:  # sent at login: PgBouncer tracks it
+                tracked = tracked | {"application_name"}
+            base = params.get("cursor_factory", self.dbapi.Cursor)
+            params["cursor_factory"] = guarded_cursor(base, self.dbapi, tracked)
         self._params = params
         level = config.isolation_level
         self._isolation = (
@@ -248,6 +314,61 @@ class PostgreSQLDialect(Dialect):
             return None
         encoding = cursor.connection.info.encoding
         return tuple(result.fname(i).decode(encoding) for i in range(result.nfields))
+
+    def reap_idle(self, conn: Any, *, older_than: float) -> int:
+        return reap_postgresql(self, conn, older_than)
+
+    def is_too_many_connections(self, error: BaseException) -> bool:
+        if getattr(error, "sqlstate", None) == _TOO_MANY_SQLSTATE:
+            return True
+        message = str(error).lower()
+        return any(phrase in message for phrase in _TOO_MANY_MESSAGES)
+
+    def server_connections(self, conn: Any) -> ServerUsage:
+        if conn.pgconn.transaction_status != _IDLE:
+            # A creator's setup inside a transaction: the rollback after would undo it.
+            raise RuntimeError("the connection is inside a transaction; not probing it")
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_BUDGET_QUERY)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+            if conn.pgconn.transaction_status != _IDLE:
+                conn.rollback()  # the query opened a transaction: leave none behind
+        first = rows[0]
+        max_connections, superuser_reserved, reserved, user, superuser = first[:5]
+        role_limit, database_limit = first[5:7]
+        if superuser:  # a superuser is not held to the role's or the database's limit
+            role_limit = database_limit = -1
+        counts: dict[tuple[str, str | None], int] = {}
+        here = 0
+        for *_, holder_user, application_name, same_database, number in rows:
+            if number is None:  # the LEFT JOIN's row when nobody else is connected
+                continue
+            key = (holder_user or "", application_name or None)
+            counts[key] = counts.get(key, 0) + number
+            here += number if same_database else 0
+        reserved_by = " + ".join(
+            name
+            for name, value in (
+                ("superuser_reserved_connections", superuser_reserved),
+                ("reserved_connections", reserved),
+            )
+            if value
+        )
+        return ServerUsage(
+            max_connections=max_connections,
+            reserved=superuser_reserved + reserved,
+            reserved_by=reserved_by,
+            user=user,
+            user_limit=None if role_limit < 0 else role_limit,
+            user_limit_by="the role's CONNECTION LIMIT",
+            database_limit=None if database_limit < 0 else database_limit,
+            holders=tuple(Holder(u, a, n) for (u, a), n in counts.items()),
+            others_same_database=here,
+            dialect_name=self.name,
+        )
 
     def is_disconnect(self, error: BaseException) -> bool:
         sqlstate = getattr(error, "sqlstate", None)
