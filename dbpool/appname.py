@@ -44,8 +44,15 @@ _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 def default_application_name(
     argv: Sequence[str] | None = None, main_module: str | None = None
 ) -> str:
-    """``dbpool:<program>`` for this process (``argv`` and ``main_module``, the name
-    ``python -m`` ran, default to this interpreter's)."""
+    """The default application name of this process's connections.
+
+    Args:
+        argv: The command line; None for ``sys.argv``.
+        main_module: The module ``python -m`` ran; None to find it in ``__main__``.
+
+    Returns:
+        ``dbpool:<program>``, cleaned as PostgreSQL keeps it (see ``clean``).
+    """
     if argv is None:
         argv = getattr(sys, "argv", None) or []
     if main_module is None:
@@ -59,8 +66,14 @@ def default_application_name(
 
 
 def clean(name: str) -> str:
-    """``name`` as PostgreSQL (up to 15) keeps it: each byte that is not printable ASCII
-    becomes ``?``, and only the first 63 bytes stay."""
+    """A name as PostgreSQL (up to 15) keeps it.
+
+    Args:
+        name: An application name.
+
+    Returns:
+        The name with each byte that is not printable ASCII as ``?``, cut to 63 bytes.
+    """
     ascii_ = name.encode("utf-8", "surrogateescape").decode("latin-1")
     return _NOT_PRINTABLE.sub("?", ascii_)[:MAX_LENGTH]
 

@@ -4,8 +4,8 @@ Many instances of one application share one database server. The server refuses
 connections past its limit, so the sum of every instance's ``connection_limit`` must
 stay below what the server has left once everybody else (other applications, admin
 sessions, migrations) is counted. The dialects ask the server (``server_connections``)
-and return a :class:`ServerUsage`; this module does the arithmetic for ``dbpool budget``
-(:func:`plan`, :func:`probe`) and for the warning at pool start (:func:`add_startup_check`).
+and return a ``ServerUsage``; this module does the arithmetic for ``dbpool budget``
+(``plan()``, ``probe()``) and for the warning at pool start (``add_startup_check()``).
 
 The seeds' rule for the size of each instance's pool: the default size (physical cores
 * 2 + 1) divided by the number of instances, at least 1, so that N instances together
@@ -93,7 +93,7 @@ class ServerUsage:
         return max(0, free)
 
     def binding_limit(self, headroom: int = 0) -> str:
-        """Which limit :meth:`available` comes from: "server", "user" or "database"."""
+        """Which limit ``available()`` comes from: "server", "user" or "database"."""
         candidates = [("server", self.limit - self.others - headroom)]
         if self.user_limit is not None:
             candidates.append(("user", self.user_limit - self.others_same_user))
@@ -103,11 +103,22 @@ class ServerUsage:
 
 
 def default_headroom(limit: int) -> int:
+    """Connections kept free by default: 10 % of the server's limit, at least 3."""
     return max(HEADROOM_MINIMUM, math.ceil(limit * HEADROOM_FRACTION))
 
 
 def parse_headroom(value: str) -> float | int:
-    """``--headroom``: a number of connections (``5``) or a share of the limit (``15%``)."""
+    """Parse ``--headroom``.
+
+    Args:
+        value: A number of connections (``5``) or a share of the limit (``15%``).
+
+    Returns:
+        The connections (``int``), or the share as a fraction below 1 (``float``).
+
+    Raises:
+        ConfigError: For anything else.
+    """
     text = value.strip()
     try:
         if text.endswith("%"):
@@ -154,8 +165,23 @@ def plan(
     default_limit: int,
     headroom: float | int | None = None,
 ) -> Plan:
-    """The arithmetic: ``headroom`` is connections (int), a share of the limit (float
-    below 1), or None for the default (10% of the limit, at least 3)."""
+    """The arithmetic of ``dbpool budget``.
+
+    Args:
+        usage: The server's limits and who holds connections.
+        instances: Instances of the application, a pool each.
+        connection_limit: The URL's ``connection_limit`` (or the default).
+        explicit: Whether the URL gives ``connection_limit``.
+        default_limit: The default ``connection_limit``, where the seeds' rule starts.
+        headroom: Connections kept free (``int``), a share of the limit (``float`` below
+            1), or None for the default (10 % of the limit, at least 3).
+
+    Returns:
+        The budget, the share per instance, the recommendation and whether it fits.
+
+    Raises:
+        ConfigError: When ``instances`` is below 1.
+    """
     if instances < 1:
         raise ConfigError(f"instances must be an integer >= 1, got {instances!r}")
     limit = usage.limit
@@ -195,11 +221,24 @@ def probe(
     headroom: float | int | None = None,
     on_connect: Callable[[str], None] | None = None,
 ) -> Plan:
-    """Connect once with the URL's dialect (no pool), ask the server, close, plan;
-    ``on_connect(where)`` is called just before connecting (a progress line).
+    """Ask the server for its connection budget: ``dbpool budget``.
 
-    Raises ``ConfigError`` for a database without a server budget (SQLite) or a URL
-    through PgBouncer, ``ConnectError`` when the server cannot be reached."""
+    Connects once with the URL's dialect (no pool), asks the server, closes, and plans.
+
+    Args:
+        url: The database URL.
+        instances: Instances of the application, a pool each.
+        headroom: As for ``plan``.
+        on_connect: Called with where it connects, just before (a progress line).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ConfigError: For a database without a server budget (SQLite), or a URL through
+            PgBouncer.
+        ConnectError: When the server cannot be reached.
+    """
     from dbpool.config import default_connection_limit
     from dbpool.engine import create_engine
 
@@ -236,8 +275,15 @@ def probe(
 
 
 def as_json(result: Plan, url: URL) -> dict[str, Any]:
-    """The plan as one JSON document (``dbpool budget --json``); str(url) hides the
-    password."""
+    """The plan as one JSON document: ``dbpool budget --json``.
+
+    Args:
+        result: The plan.
+        url: The URL it was made for; shown with the password hidden.
+
+    Returns:
+        Plain data for ``json.dumps``.
+    """
     usage = result.usage
     return {
         "url": str(url),

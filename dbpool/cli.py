@@ -10,6 +10,10 @@ setting, 1 for anything else. The password never appears in the output.
 ``dbpool budget [URL] --instances N`` asks the server how many connections N instances
 may open (dbpool/budget.py does the work; this module parses and prints) and exits 1
 when the URL's connection_limit does not fit, so it can gate a deploy.
+
+``dbpool tune [URL] --sql ...`` measures a unit of work at several pool sizes and
+recommends one (dbpool/tune.py does the work; this module parses and prints). Its
+usage errors are one line too, through ``_Parser``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -24,9 +29,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn
 from urllib.parse import quote
 
-from dbpool import __version__
+from dbpool import __version__, tune
 from dbpool.budget import as_json, parse_headroom, probe, report
 from dbpool.engine import Engine, create_engine
 from dbpool.exc import ConfigError, DBPoolError, PoolTimeoutError
@@ -49,7 +55,24 @@ _ZERO_MEANS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the ``dbpool`` command: the entry point of ``dbpool`` and ``python -m dbpool``.
+
+    See [the command line](cli.md) for the subcommands and their output.
+
+    Args:
+        argv: The arguments after the program name; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 when all is well, 1 when the check fails, 2 for a bad URL,
+        setting or option, 130 when interrupted. Errors are one line on stderr.
+
+    Example:
+        ```python
+        from dbpool.cli import main
+
+        status = main(["check", "sqlite:///check.db", "--threads", "8"])
+        ```
+    """
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -57,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.command == "budget":
         return budget_command(args)
+    if args.command == "tune":
+        return tune_command(args)
     if args.command != "check":
         parser.print_usage(sys.stderr)
         return 2
@@ -88,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="dbpool", description="A fast, strictly fair database connection pool."
     )
     parser.add_argument("--version", action="version", version=f"dbpool {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check_ = commands.add_parser(
         "check",
         help="open a pool and run a short concurrent probe",
@@ -122,6 +147,56 @@ def _parser() -> argparse.ArgumentParser:
                          help="connections kept free for admin and migrations "
                          "(default 10%% of the limit, at least 3)")  # fmt: skip
     budget_.add_argument("--json", action="store_true", help="print one JSON document")
+    tune_ = commands.add_parser(
+        "tune",
+        one_line_errors=True,
+        help="measure throughput and latency at several pool sizes and recommend one",
+        description="Run a unit of work with --threads callers sharing a pool of each size "
+        "in turn (time-based, after a warm-up) and print throughput, checkout wait, query "
+        "latency, pool timeouts (P2024) and errors per size, and the recommended "
+        "connection_limit: the smallest size within 5% of the best throughput without "
+        "timeouts, checked against the server's connection budget for --instances. "
+        f"URL defaults to $DATABASE_URL, else {DEFAULT_URL}. Ctrl-C stops early and "
+        f"reports what was measured. {tune.EXTRA_HINT} adds a progress bar and --plot.",
+    )
+    tune_.add_argument("url", nargs="?", metavar="URL", help="database URL with settings")
+    work = tune_.add_mutually_exclusive_group(required=True)
+    work.add_argument("--sql", metavar="SQL", help="the statement a unit of work runs")
+    work.add_argument("--sql-file", metavar="FILE",
+                      help="statements separated by ; forming a unit of work, with "
+                      "pgbench-style '\\set NAME random(LO, HI)' lines for :NAME "
+                      "parameters")  # fmt: skip
+    work.add_argument("--callable", metavar="MODULE:FUNCTION",
+                      help="a function taking a dbpool Connection: the unit of work")  # fmt: skip
+    tune_.add_argument("--transaction", action="store_true",
+                       help="run each unit of work in one transaction (default: each "
+                       "statement commits on its own)")  # fmt: skip
+    tune_.add_argument("--define", action="append", default=[], metavar="NAME=N",
+                       help="a value for :NAME in \\set lines, like pgbench -D "
+                       "(repeatable)")  # fmt: skip
+    tune_.add_argument("--threads", type=_positive, default=64, metavar="N",
+                       help="concurrent callers sharing the pool (default 64)")  # fmt: skip
+    tune_.add_argument("--sizes", metavar="A,B,...",
+                       help="pool sizes to measure (default: 1, 2, 4, ... to a bit above "
+                       "the default size, and the default size)")  # fmt: skip
+    tune_.add_argument("--seconds", type=_seconds(above_zero=True), default=5.0, metavar="S",
+                       help="measured seconds per size (default 5)")  # fmt: skip
+    tune_.add_argument("--warmup", type=_seconds(), default=1.0, metavar="S",
+                       help="seconds per size before measuring, not counted "
+                       "(default 1)")  # fmt: skip
+    tune_.add_argument("--pool-timeout", type=_seconds(), default=None, metavar="S",
+                       help="pool_timeout for every size (default: the URL's, "
+                       "else 10)")  # fmt: skip
+    tune_.add_argument("--instances", type=_positive, default=1, metavar="N",
+                       help="instances of the application, a pool each: the "
+                       "recommendation is capped at each one's share of the server's "
+                       "budget (default 1)")  # fmt: skip
+    tune_.add_argument("--json", metavar="FILE",
+                       help="write the results as JSON to FILE (- for stdout, instead of "
+                       "the table)")  # fmt: skip
+    tune_.add_argument("--plot", metavar="FILE.png",
+                       help="write a PNG of throughput and p99 latency against pool "
+                       "size")  # fmt: skip
     return parser
 
 
@@ -136,6 +211,44 @@ def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
     return int(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; with ``one_line_errors`` (``dbpool tune``) a usage error is one
+    line, ``dbpool: error: ...``, like every other failure of the command."""
+
+    def __init__(self, *args: Any, one_line_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.one_line_errors = one_line_errors
+
+    def error(self, message: str) -> NoReturn:
+        if not self.one_line_errors:
+            super().error(message)
+        self.exit(2, f"dbpool: error: {message} ({self.prog} --help lists the options)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if self.one_line_errors and extras:  # else the top-level parser reports them
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _seconds(*, above_zero: bool = False) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0 or (above_zero and seconds == 0):
+            least = "> 0" if above_zero else ">= 0"
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds {least}, got {value!r}"
+            )
+        return seconds
+
+    return parse
 
 
 def _choose_url(given: str | None) -> tuple[str, str]:
@@ -209,7 +322,26 @@ def _masked(message: str, *urls: URL | None) -> str:
 
 def check(url: URL, origin: str, *, threads: int, checkouts: int, sql: str,
           direct_url: str | None = None, direct_origin: str = "") -> int:  # fmt: skip
-    """Print the settings, open the pool, probe it, print its status; raise on failure."""
+    """``dbpool check`` on a URL: print the settings, open the pool, probe it, print its
+    status.
+
+    Args:
+        url: The database URL.
+        origin: Where the URL came from, for the first line (``"given"``, ...).
+        threads: Threads sharing the pool during the probe.
+        checkouts: Checkouts per thread.
+        sql: The statement each checkout runs.
+        direct_url: The direct URL to check too, if any.
+        direct_origin: Where the direct URL came from.
+
+    Returns:
+        0, the exit status of a check that passed.
+
+    Raises:
+        ConfigError: For a bad URL or setting.
+        DBPoolError: When the database cannot be used or a probe checkout fails or times
+            out (and any error of the driver's).
+    """
     engine = create_engine(url, direct_url=direct_url)
     return check_engine(engine, f"{url} ({origin})", threads=threads, checkouts=checkouts,
                         sql=sql, direct_origin=direct_origin)  # fmt: skip
@@ -226,10 +358,29 @@ def check_engine(
     echo: Callable[..., object] = print,
     direct_origin: str = "",
 ) -> int:
-    """The check on an engine made by the caller (the Flask command makes it from the
-    app's config); ``sources`` names where settings given outside the URL came from.
+    """``dbpool check`` on an engine made by the caller (``flask dbpool check`` makes it
+    from the app's config).
+
     The direct URL, if the engine has one, is checked too. The engine is disposed at
-    the end."""
+    the end.
+
+    Args:
+        engine: The engine to check.
+        described: What is checked, for the first line of the output.
+        threads: Threads sharing the pool during the probe.
+        checkouts: Checkouts per thread.
+        sql: The statement each checkout runs.
+        sources: Where settings given outside the URL came from, by setting name.
+        echo: Prints one line (``print``, or ``click.echo``).
+        direct_origin: Where the direct URL came from.
+
+    Returns:
+        0, the exit status of a check that passed.
+
+    Raises:
+        DBPoolError: When the database cannot be used or a probe checkout fails or times
+            out (and any error of the driver's).
+    """
     dialect = engine.dialect
     echo(f"dbpool {__version__}: checking {described}")
     echo(f"database: {dialect.name} via {dialect.driver}, {dialect.describe()}")
@@ -284,10 +435,17 @@ def _check_direct(engine: Engine, sql: str) -> str:
 
 
 def settings_rows(engine: Engine) -> list[tuple[str, str, str]]:
-    """One row per setting: its name, its value in words, and where it came from.
+    """The settings table of ``dbpool check``.
 
     Settings that mean nothing for the database (the dialect's ``inapplicable_settings``)
-    are left out, unless the URL gives one: then the row says it has no effect."""
+    are left out, unless the URL gives one: then the row says it has no effect.
+
+    Args:
+        engine: The engine whose settings to show.
+
+    Returns:
+        One ``(name, value in words, where it came from)`` row per setting.
+    """
     rows = []
     inapplicable = engine.dialect.inapplicable_settings
     for name, value in engine.config.items():
@@ -323,7 +481,20 @@ def _show(name: str, value: object) -> str:
 
 @dataclass
 class Probe:
-    """Threads that start together and each check out ``checkouts`` times, running ``sql``."""
+    """The probe of ``dbpool check``: threads that start together and each check out
+    ``checkouts`` times, running ``sql``.
+
+    Attributes:
+        engine: The engine whose pool the threads share.
+        sql: The statement each checkout runs.
+        threads: How many threads.
+        checkouts: Checkouts per thread.
+        waits: How long each successful checkout waited, in seconds.
+        timeouts: The checkouts that timed out.
+        error: The first failure other than a timeout; it stops the probe.
+        stopped: Set on Ctrl-C: the threads stop after their current checkout.
+        elapsed: How long the probe ran, in seconds.
+    """
 
     engine: Engine
     sql: str
@@ -337,6 +508,7 @@ class Probe:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
+        """Start the threads together and wait for them all (Ctrl-C stops them)."""
         barrier = threading.Barrier(self.threads)
         workers = [
             threading.Thread(
@@ -377,13 +549,24 @@ class Probe:
                 self.waits.append(waited)
 
     def raise_failure(self) -> None:
-        """Raise the first error, else the first timeout: a healthy pool has neither."""
+        """Raise the first error, else the first timeout: a healthy pool has neither.
+
+        Raises:
+            Exception: The first failure of a checkout, else the first
+                [`PoolTimeoutError`][dbpool.PoolTimeoutError].
+        """
         if self.error is not None:
             raise self.error
         if self.timeouts:
             raise self.timeouts[0]
 
     def report(self) -> str:
+        """The probe's figures, as ``dbpool check`` prints them.
+
+        Returns:
+            A title line and a table: checkouts done, timeouts, longest and mean wait,
+            elapsed time and checkouts per second.
+        """
         done = len(self.waits)
         rate = done / self.elapsed if self.elapsed else 0.0
         mean = sum(self.waits) / done if done else 0.0
@@ -422,8 +605,15 @@ def _table(
 
 
 def budget_command(args: argparse.Namespace) -> int:
-    """``dbpool budget``: 0 when the URL's connection_limit x instances fits the server's
-    budget, 1 when it does not (or the server cannot be asked), 2 for a bad URL."""
+    """``dbpool budget``: print the server's connection budget for N instances.
+
+    Args:
+        args: The parsed command line (``url``, ``instances``, ``headroom``, ``json``).
+
+    Returns:
+        The exit status: 0 when the URL's ``connection_limit`` x instances fits the
+        budget, 1 when it does not (or the server cannot be asked), 2 for a bad URL.
+    """
     url: URL | None = None
     try:
         raw, origin = _choose_url(args.url)
@@ -466,3 +656,94 @@ def _progress() -> Iterator[Callable[[str], None]]:
     finally:
         if shown[0]:
             print("\r" + " " * shown[0] + "\r", end="", file=sys.stderr, flush=True)
+
+
+# -- the tune ----------------------------------------------------------------------------
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    """``dbpool tune``: measure a workload at several pool sizes and recommend one.
+
+    `dbpool.tune` does the work; this prints the table (or the JSON with ``--json -``)
+    and writes the files.
+
+    Args:
+        args: The parsed command line (``url``, ``sql``, ``sql_file``, ``callable``,
+            ``transaction``, ``define``, ``threads``, ``sizes``, ``seconds``, ``warmup``,
+            ``pool_timeout``, ``instances``, ``json``, ``plot``).
+
+    Returns:
+        The exit status: 0 when every size was measured, 130 when Ctrl-C stopped the run
+        (what was measured is still reported and written), 2 for bad arguments, 1 when
+        the database fails.
+    """
+    url: URL | None = None
+    to_stdout = args.json == "-"
+    out = sys.stderr if to_stdout else sys.stdout  # with --json -, stdout is the JSON only
+
+    def echo(*lines: str, sep: str = " ") -> None:
+        print(*lines, sep=sep, file=out, flush=True)
+
+    try:
+        raw, origin = _choose_url(args.url)
+        url = make_url(raw)
+        sizes = tune.parse_sizes(args.sizes) if args.sizes is not None else None
+        workload = tune.load_workload(
+            sql=args.sql, sql_file=args.sql_file, call=args.callable,
+            transaction=args.transaction, defines=tune.parse_defines(args.define),
+        )  # fmt: skip
+        missing = tune.extra_missing()
+        if args.plot and "matplotlib" in missing:
+            raise ConfigError(f"--plot needs matplotlib: {tune.EXTRA_HINT}")
+        _check_output("--json", None if to_stdout else args.json)
+        _check_output("--plot", args.plot)
+        title = f"dbpool {__version__}: tuning {url} ({origin})"
+        with _library_logging(verbose=False):
+            result = tune.run(
+                url, workload, sizes=sizes, threads=args.threads, seconds=args.seconds,
+                warmup=args.warmup, pool_timeout=args.pool_timeout, instances=args.instances,
+                on_start=lambda started: echo(title, tune.header(started), sep="\n"),
+            )  # fmt: skip
+    except ConfigError as exc:
+        _error(exc, url)
+        return 2
+    except KeyboardInterrupt:  # before measuring started (tune.run reports it after)
+        print("dbpool: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        _error(exc, url)
+        return 1
+    document = tune.as_json(result, url)
+    if to_stdout:
+        print(json.dumps(document, indent=2))
+    else:
+        echo()
+        echo(_masked(tune.report(result, _table), url))
+    try:
+        if args.json and not to_stdout:
+            with open(args.json, "w", encoding="utf-8") as file:
+                json.dump(document, file, indent=2)
+                file.write("\n")
+            echo(f"JSON: {args.json}")
+        if args.plot and result.steps:
+            tune.plot(result, args.plot)
+            echo(f"plot: {args.plot}")
+        elif args.plot:
+            echo("plot: not written, nothing was measured")
+    except Exception as exc:
+        _error(exc, url)
+        return 1
+    if missing:
+        print(f"dbpool: {tune.EXTRA_HINT} adds a progress bar and --plot", file=sys.stderr)
+    return 130 if result.interrupted else 0
+
+
+def _check_output(option: str, path: str | None) -> None:
+    """Fail before measuring, not after, when an output file cannot be written there."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{option}: no directory {os.path.dirname(path) or '.'} for {path}")
+    if os.path.isdir(path):
+        raise ConfigError(f"{option}: {path} is a directory")

@@ -26,7 +26,12 @@ ISOLATION_LEVELS = (
 
 
 def default_connection_limit() -> int:
-    """Prisma's default: physical cores * 2 + 1 (logical cores when psutil cannot tell)."""
+    """The default ``connection_limit``, Prisma's: physical cores * 2 + 1.
+
+    Returns:
+        The size, from psutil's count of physical cores (the logical count when psutil
+        cannot tell).
+    """
     import psutil
 
     cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
@@ -44,6 +49,19 @@ def _shown(value: object) -> str:
 
 
 def parse_int_at_least(name: str, value: object, minimum: int) -> int:
+    """An integer setting, from an ``int`` or its digits.
+
+    Args:
+        name: The setting, for the message.
+        value: The value given (a URL query value is a ``str``).
+        minimum: The smallest value allowed.
+
+    Returns:
+        The integer.
+
+    Raises:
+        ConfigError: For anything else, or a number below ``minimum``.
+    """
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {_shown(value)}")
     if isinstance(value, int):
@@ -63,7 +81,18 @@ def parse_int_at_least(name: str, value: object, minimum: int) -> int:
 
 
 def parse_seconds(name: str, value: object) -> float:
-    """Seconds as an integer or decimal >= 0 (0 usually means 'no limit')."""
+    """A setting in seconds: an integer or decimal >= 0 (0 usually means "no limit").
+
+    Args:
+        name: The setting, for the message.
+        value: The value given: a number or its text.
+
+    Returns:
+        The seconds.
+
+    Raises:
+        ConfigError: For anything else, a negative number, an infinity or a NaN.
+    """
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a number of seconds >= 0, got {_shown(value)}")
     number: float
@@ -88,6 +117,18 @@ _FALSE = ("false", "0")
 
 
 def parse_bool(name: str, value: object) -> bool:
+    """A yes-or-no setting: ``True``/``False``, ``1``/``0``, or their text.
+
+    Args:
+        name: The setting, for the message.
+        value: The value given.
+
+    Returns:
+        The flag.
+
+    Raises:
+        ConfigError: For anything else.
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -102,7 +143,18 @@ def parse_bool(name: str, value: object) -> bool:
 
 
 def parse_pre_ping(name: str, value: object) -> float | None:
-    """``True`` -> the default window, ``False`` -> ``None`` (off), a number -> that window."""
+    """The ``pre_ping`` setting.
+
+    Args:
+        name: The setting, for the message.
+        value: ``True``, ``False``, a window in seconds, or their text.
+
+    Returns:
+        The window in seconds (``True``: the default 0.5 s), or None for off.
+
+    Raises:
+        ConfigError: For anything else.
+    """
     if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
         return PRE_PING_WINDOW
     if value is False or (isinstance(value, str) and value.strip().lower() == "false"):
@@ -116,6 +168,18 @@ def parse_pre_ping(name: str, value: object) -> float | None:
 
 
 def parse_isolation_level(name: str, value: object) -> str | None:
+    """The ``isolation_level`` setting, in any case, with ``_`` or spaces.
+
+    Args:
+        name: The setting, for the message.
+        value: A level, such as ``"read_committed"``, or None.
+
+    Returns:
+        The level in capitals (``"READ COMMITTED"``), or None for the driver's default.
+
+    Raises:
+        ConfigError: For anything that is not an isolation level.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -126,6 +190,18 @@ def parse_isolation_level(name: str, value: object) -> str | None:
 
 
 def parse_schema(name: str, value: object) -> str | None:
+    """The ``schema`` setting.
+
+    Args:
+        name: The setting, for the message.
+        value: A schema name, or None.
+
+    Returns:
+        The name without surrounding spaces, or None.
+
+    Raises:
+        ConfigError: For an empty name or a value that is not a ``str``.
+    """
     if value is None:
         return None
     if isinstance(value, str) and value.strip():
@@ -134,6 +210,7 @@ def parse_schema(name: str, value: object) -> str | None:
 
 
 def parse_positive_int(name: str, value: object) -> int:
+    """An integer setting >= 1 (see ``parse_int_at_least``)."""
     return parse_int_at_least(name, value, 1)
 
 
@@ -174,7 +251,38 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Every resolved pool setting of an engine (see the settings table in the docs)."""
+    """Every resolved pool setting of an engine: ``engine.config``.
+
+    A frozen dataclass, made by [`create_engine`][dbpool.create_engine] from the URL
+    query, the keyword arguments and the defaults; the
+    [configuration guide](configuration.md#the-settings) explains each setting.
+    Seconds are ``float``; where ``0`` switches something off, the attribute says so.
+
+    Attributes:
+        connection_limit: Most connections open at once.
+        pool_timeout: Longest wait in the queue for a connection, then
+            [`PoolTimeoutError`][dbpool.PoolTimeoutError]; ``0`` waits forever.
+        connect_timeout: Longest time to open one connection; ``0`` is no limit.
+        max_idle_connection_lifetime: An idle connection older than this is closed;
+            ``0`` is never.
+        max_connection_lifetime: A connection older than this is retired when it is
+            next idle; ``0`` is never.
+        pre_ping: The window in seconds: a connection idle longer than this is pinged
+            before it is handed out (``0``: at every checkout); None when off.
+        validation_timeout: Longest a pre-ping waits for an answer; ``0`` is no limit.
+        socket_timeout: Longest a statement, commit, rollback or reset waits for the
+            server; ``0`` is no limit.
+        leak_detection_threshold: A connection held longer is logged with the stack
+            that checked it out; ``0`` is off.
+        reap_idle_after: When the server is full, end this application's own server
+            connections idle longer than this, then retry; ``0`` is off.
+        budget_check: Compare ``connection_limit`` with the server's connection budget
+            when the pool starts (PostgreSQL, MySQL).
+        isolation_level: ``"AUTOCOMMIT"``, ``"READ COMMITTED"``, ... in capitals, or
+            None for the driver's default.
+        pgbouncer: PostgreSQL is reached through PgBouncer in transaction mode.
+        schema: The PostgreSQL ``search_path``, or None.
+    """
 
     connection_limit: int
     pool_timeout: float
@@ -192,10 +300,16 @@ class EngineConfig:
     schema: str | None
 
     def items(self) -> list[tuple[str, object]]:
+        """The settings in order.
+
+        Returns:
+            ``(name, value)`` pairs, in the order of the attributes above.
+        """
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
 
 
 def edit_distance(a: str, b: str) -> int:
+    """The Levenshtein distance: insertions, deletions and substitutions from a to b."""
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         current = [i]
@@ -206,7 +320,15 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """' Did you mean "x"?' for a candidate within two edits, else ''."""
+    """A hint for a misspelt name.
+
+    Args:
+        name: The name given.
+        candidates: The names it may have meant.
+
+    Returns:
+        `` Did you mean "x"?`` for the closest candidate within two edits, else ``""``.
+    """
     scored = sorted((edit_distance(name.lower(), c), c) for c in candidates)
     if scored and scored[0][0] <= 2:
         return f' Did you mean "{scored[0][1]}"?'
@@ -221,8 +343,18 @@ def resolve_settings(
 ) -> tuple[EngineConfig, dict[str, str]]:
     """Split the URL query into pool settings and driver parameters, apply keyword overrides.
 
-    Returns the config and the query parameters left for the dialect. Unknown keyword
-    arguments are the caller's business (it knows its own extra keywords).
+    Unknown keyword arguments are the caller's business (it knows its own extra keywords).
+
+    Args:
+        query: The URL's query parameters.
+        overrides: Settings given as keyword arguments; they win over the query.
+        default_limit: The dialect's default ``connection_limit``, None for Prisma's.
+
+    Returns:
+        The resolved settings, and the query parameters left for the dialect.
+
+    Raises:
+        ConfigError: For a bad value, or an override that is not a setting.
     """
     values = dict(DEFAULTS)
     driver_params: dict[str, str] = {}
@@ -246,7 +378,16 @@ def resolve_settings(
 
 
 def reject_unknown_params(params: Iterable[str], accepted: Iterable[str], *, dialect: str) -> None:
-    """Raise ConfigError for the first query parameter neither a setting nor accepted."""
+    """Refuse query parameters that are neither pool settings nor the driver's.
+
+    Args:
+        params: The query parameters left for the dialect.
+        accepted: The parameters its driver takes.
+        dialect: The dialect's name, for the message.
+
+    Raises:
+        ConfigError: For the first unknown parameter, with a "did you mean".
+    """
     allowed = set(accepted)
     for name in params:
         if name not in allowed:

@@ -187,7 +187,7 @@ _NOT_COUNTED = _NotCounted(QUERY_BUCKETS)
 
 
 class DirectConnection(Connection):
-    """A :class:`Connection` that owns its driver connection instead of borrowing it from
+    """A ``Connection`` that owns its driver connection instead of borrowing it from
     the pool: closing it rolls back and closes the driver connection."""
 
     __slots__ = ("_pid", "_target")

@@ -7,25 +7,16 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
+# PoolStatus's own table lives beside it, in a module the pool can import (this one is
+# engine-level); the engine's table is built the same way.
+from dbpool.status import html_table as _table
+
 if TYPE_CHECKING:
     from dbpool.engine import Engine
-    from dbpool.pool import PoolStatus
-
-
-def _table(title: str, rows: list[tuple[str, object]]) -> str:
-    body = "".join(
-        f"<tr><th style='text-align:left'>{escape(str(k))}</th>"
-        f"<td style='text-align:left'>{escape(str(v))}</td></tr>"
-        for k, v in rows
-    )
-    return f"<table><caption>{escape(title)}</caption>{body}</table>"
-
-
-def status_html(status: PoolStatus) -> str:
-    return _table("PoolStatus", list(vars(status).items()))
 
 
 def engine_html(engine: Engine) -> str:
+    """``Engine._repr_html_``: URL (password hidden), settings and the pool's counts."""
     settings = [
         (name, "default" if value is None else value) for name, value in engine.config.items()
     ]
@@ -52,8 +43,17 @@ def _cell(value: object) -> str:
 
 
 def result_html(keys: Sequence[str], rows: Sequence[Sequence[object]], start: int = 0) -> str:
-    """A table under the ``keys`` headers of ``rows[start:]``, at most ``RESULT_MAX_ROWS``
-    of them; the ``start`` rows before were already fetched from the result."""
+    """``Result._repr_html_``: the rows not read yet, as a table.
+
+    Args:
+        keys: The column names.
+        rows: All the result's rows.
+        start: How many were already fetched; the table starts after them.
+
+    Returns:
+        A table of at most ``RESULT_MAX_ROWS`` rows under the column names, with the
+        total, HTML-escaped and long values cut.
+    """
     total = len(rows) - start
     shown = rows[start : start + RESULT_MAX_ROWS]
     caption = f"Result: {total} row{'' if total == 1 else 's'}"

@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbpool import dialects, lifecycle, shared
@@ -27,7 +27,7 @@ from dbpool.histogram import QUERY_BUCKETS, Histogram
 from dbpool.lifecycle import ExitHooks
 from dbpool.metrics import Metrics
 from dbpool.pool import PoolStatus, QueuePool, _Record
-from dbpool.proxy import INHERITED_AFTER_FORK
+from dbpool.proxy import INHERITED_AFTER_FORK, line_at
 from dbpool.reaper import Reaper
 from dbpool.result import Result
 from dbpool.sql import TextClause
@@ -46,7 +46,40 @@ Hook = TypeVar("Hook", bound=Callable[[], object])
 
 
 class Engine:
-    """A database URL, its dialect, its resolved settings and its pool."""
+    """A database URL, its dialect, its resolved settings and its pool.
+
+    Made by [`create_engine()`][dbpool.create_engine]; share one engine between all the
+    threads of a process. Nothing is opened until the first checkout or
+    [`open()`][dbpool.Engine.open]. Used as a context manager
+    (`with create_engine(...) as engine:`), the engine is disposed at the end of the
+    block. In Jupyter it displays as a table of its settings and counts.
+
+    Attributes:
+        url: The [`URL`][dbpool.URL] (its `str()` hides the password).
+        direct_url: The [`URL`][dbpool.URL] of the same database without the external
+            pooler, for [`direct()`][dbpool.Engine.direct], or None.
+        dialect: The database adapter (`dialect.name` is e.g. `"postgresql"`).
+        config: The `EngineConfig`: every resolved setting, frozen.
+        pool: The engine's [`QueuePool`][dbpool.QueuePool].
+        events: The pool's `Events` (listeners for connect, checkout, checkin, ...).
+        metrics: The engine's `Metrics` (Prometheus text, JSON, a dict).
+        echo: Whether every statement is logged at INFO on the `dbpool` logger.
+        query_histogram: How long the statements run through this engine's connections
+            took (what `metrics` reports).
+
+    Example:
+        ```python
+        import dbpool
+
+        with dbpool.create_engine("sqlite://", connection_limit=2) as engine:
+            with engine.begin() as conn:
+                conn.execute(dbpool.text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(dbpool.text("INSERT INTO t VALUES (:x)"), [{"x": 1}, {"x": 2}])
+            with engine.connect() as conn:
+                print(conn.execute(dbpool.text("SELECT sum(x) FROM t")).scalar_one())  # 3
+            print(engine.status().open, engine.queries_total)  # 1 3
+        ```
+    """
 
     def __init__(
         self,
@@ -79,52 +112,147 @@ class Engine:
 
     @property
     def queries_total(self) -> int:
-        """Statements run through this engine's connections (successful ones)."""
+        """How many statements ran successfully through this engine's connections."""
         return self.query_histogram.count
 
     # -- connections -------------------------------------------------------------------
 
     def connect(self) -> Connection:
-        """Check out a connection (commit-as-you-go; closing without commit rolls back)."""
-        frame = _getframe(1)
-        return Connection(self, self.pool.checkout(), frame.f_code, frame.f_lineno)
+        """Check out a connection, for commit-as-you-go.
 
-    @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A connection in one transaction: committed on success, rolled back on error."""
-        with self.connect() as conn, conn.begin():
-            yield conn
+        The first statement opens a transaction (unless the engine is `AUTOCOMMIT`);
+        [`commit()`][dbpool.Connection.commit] ends it, and closing the connection without
+        a commit rolls back. Use it as a context manager so that it always goes back to
+        the pool. The pool starts at the first checkout.
+
+        Returns:
+            A [`Connection`][dbpool.Connection] checked out of the pool.
+
+        Raises:
+            PoolTimeoutError: No connection became free within `pool_timeout` (code `P2024`).
+            ConnectError: A new connection was needed and the database cannot be reached
+                (`TooManyConnectionsError`, code `P2037`, when the server is full).
+            PoolDisposedError: The engine was disposed while this call waited.
+
+        Example:
+            ```python
+            import dbpool
+
+            engine = dbpool.create_engine("sqlite://")
+            with engine.connect() as conn:
+                conn.execute(dbpool.text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(dbpool.text("INSERT INTO t VALUES (1)"))
+                conn.commit()  # without it, closing rolls back
+            engine.dispose()
+            ```
+        """
+        frame = _getframe(1)
+        return Connection(self, self.pool.checkout(), frame.f_code, frame.f_lasti)
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A connection inside one transaction, for a `with` block.
+
+        The connection is checked out when the block starts and a transaction begins (a
+        real one, even on an `AUTOCOMMIT` engine). At the end of the block it is committed
+        if the block succeeded and rolled back if it raised; either way the connection
+        goes back to the pool.
+
+        Returns:
+            A context manager whose `with ... as conn` gives a
+            [`Connection`][dbpool.Connection].
+
+        Raises:
+            PoolTimeoutError: At the start of the block, as for
+                [`connect()`][dbpool.Engine.connect].
+            DBAPIError: The commit failed (the connection is returned all the same).
+
+        Example:
+            ```python
+            import dbpool
+
+            engine = dbpool.create_engine("sqlite://")
+            with engine.begin() as conn:
+                conn.execute(dbpool.text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(dbpool.text("INSERT INTO t VALUES (:x)"), {"x": 1})
+            engine.dispose()
+            ```
+        """
+        frame = _getframe(1)
+        return _Begin(self, frame.f_code, frame.f_lasti)
 
     def direct(self) -> AbstractContextManager[Connection]:
-        """A connection of its own past the external pooler, for what PgBouncer's
-        transaction mode breaks (migrations, LISTEN/NOTIFY, advisory locks, session
-        settings, prepared statements): opened on ``direct_url`` when the block starts,
-        closed when it ends, never from the pool (see dbpool/direct.py for the rules)."""
+        """A connection of its own past the external pooler, for a `with` block.
+
+        For what PgBouncer's transaction mode breaks (migrations, `LISTEN`/`NOTIFY`,
+        session advisory locks, `SET`, prepared statements): opened on `direct_url` when
+        the block starts and closed (not pooled) when it ends. It takes no pool slot and
+        is not counted in [`status()`][dbpool.Engine.status] or the metrics. Without a
+        `direct_url`, it opens an unpooled connection on `url`, except on a
+        `pgbouncer=true` engine.
+
+        Returns:
+            A context manager whose `with ... as conn` gives a
+            [`Connection`][dbpool.Connection].
+
+        Raises:
+            ConfigError: The engine has `pgbouncer=true` and no `direct_url`.
+            ConnectError: The database cannot be reached.
+        """
         from dbpool.direct import direct_connection
 
         return direct_connection(self)
 
     def open(self) -> None:
-        """Start the pool with one connection now; fails fast if the database is unreachable."""
+        """Start the pool now with one connection (Prisma's `$connect()`).
+
+        Raises:
+            ConnectError: At once, with no retries, if the database cannot be reached.
+        """
         self.pool.open()
 
     def before_exit(self, fn: Hook) -> Hook:
-        """Run ``fn()`` before this engine lets go of its connections: on ``dispose()``,
-        at normal interpreter exit and on SIGINT/SIGTERM. The engine is still usable in
-        ``fn``; a hook that raises is logged and the others still run. Usable as a
-        decorator."""
+        """Run `fn()` before this engine lets go of its connections.
+
+        The hooks run on [`dispose()`][dbpool.Engine.dispose], at normal interpreter exit
+        and on SIGINT/SIGTERM. The engine can still run queries inside `fn`; a hook that
+        raises is logged and the others still run. Usable as a decorator.
+
+        Args:
+            fn: A function of no arguments.
+
+        Returns:
+            `fn` itself.
+
+        Example:
+            ```python
+            import dbpool
+
+            engine = dbpool.create_engine("sqlite://")
+
+            @engine.before_exit
+            def goodbye() -> None:
+                print("closing")
+
+            engine.dispose()  # prints: closing
+            ```
+        """
         self._exit_hooks.add(fn)
         lifecycle.register(self)
         return fn
 
     def dispose(self, timeout: float | None = None) -> None:
-        """Run the before-exit hooks, then close every connection: idle ones at once,
-        checked-out ones when they come back (or after ``timeout`` seconds, wherever
-        they are). Callers waiting for a connection get ``PoolDisposedError``. The
-        engine stays usable: the next checkout starts afresh.
+        """Run the before-exit hooks, then close every connection.
 
-        The hooks run once; a later ``dispose()`` runs them again only if the engine
-        was used in between."""
+        Idle connections are closed at once, checked-out ones when they come back (or,
+        with `timeout`, after that many seconds wherever they are). Callers waiting for a
+        connection get `PoolDisposedError`. The engine stays usable: the next checkout
+        starts a new pool. The hooks run once; a later `dispose()` runs them again only
+        if the engine was used in between.
+
+        Args:
+            timeout: Seconds to wait for checked-out connections before closing them
+                where they are; None waits for them to come back.
+        """
         hooks = self._exit_hooks
         if hooks and (hooks.due or self.pool._started):
             hooks.run(self)
@@ -134,6 +262,12 @@ class Engine:
             self._direct.release_resources(self.dialect)
 
     def status(self) -> PoolStatus:
+        """The pool's counts now.
+
+        Returns:
+            A [`PoolStatus`][dbpool.PoolStatus]: open, busy, idle and waiting, and the
+            totals since the pool was made.
+        """
         return self.pool.status()
 
     def __enter__(self) -> Engine:
@@ -156,20 +290,47 @@ class Engine:
 class Connection:
     """One checked-out connection with SQLAlchemy 2.0 semantics.
 
-    A statement opens a transaction implicitly (unless the engine is AUTOCOMMIT); it
-    lasts until ``commit()`` or ``rollback()``; ``close()`` rolls back whatever is left
-    and returns the connection to the pool.
+    Made by [`Engine.connect()`][dbpool.Engine.connect] and
+    [`Engine.begin()`][dbpool.Engine.begin]. A statement opens a transaction implicitly
+    (unless the engine is `AUTOCOMMIT`); it lasts until [`commit()`][dbpool.Connection.commit]
+    or [`rollback()`][dbpool.Connection.rollback]; [`close()`][dbpool.Connection.close]
+    rolls back whatever is left and returns the connection to the pool. As a context
+    manager it is closed at the end of the block.
+
+    A statement that fails because the connection was lost invalidates the connection
+    and raises `OperationalError` with `connection_invalidated` true. After `os.fork()`,
+    a connection checked out in the parent belongs to the parent: in the child, using it
+    raises `ResourceClosedError`, and `close()` sends nothing. Use one `Connection` from
+    one thread at a time.
+
+    Example:
+        ```python
+        import dbpool
+        from dbpool import text
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TABLE users (id INTEGER, name TEXT)"))
+            conn.execute(text("INSERT INTO users VALUES (:id, :name)"), {"id": 7, "name": "Ann"})
+            conn.commit()
+            row = conn.execute(text("SELECT id, name FROM users WHERE id = :id"), {"id": 7}).one()
+            print(row.name, row._mapping["id"])  # Ann 7
+        engine.dispose()
+        ```
     """
 
     __slots__ = ("_closed", "_code", "_dialect", "_engine", "_explicit", "_in_transaction",
-                 "_invalid", "_line", "_queries", "_record")  # fmt: skip
+                 "_invalid", "_lasti", "_pool", "_queries", "_record")  # fmt: skip
 
-    def __init__(self, engine: Engine, record: _Record, code: Any = None, line: int = 0) -> None:
+    def __init__(self, engine: Engine, record: _Record, code: Any = None, lasti: int = 0) -> None:
         self._engine = engine
+        self._pool = engine.pool
         self._dialect = engine.dialect
         self._record: _Record | None = record
-        self._code = code  # where it was checked out, for the leak warning
-        self._line = line
+        # Where it was checked out, for the leak warning: the caller's code and the offset
+        # of its instruction (free to read; the line is worked out only for a warning).
+        self._code = code
+        self._lasti = lasti
         self._queries = engine.query_histogram  # a direct connection's go uncounted
         self._in_transaction = False
         self._explicit = False  # a transaction opened by begin()
@@ -178,28 +339,43 @@ class Connection:
 
     @property
     def engine(self) -> Engine:
+        """The [`Engine`][dbpool.Engine] this connection came from."""
         return self._engine
 
     @property
     def closed(self) -> bool:
+        """Whether [`close()`][dbpool.Connection.close] was called."""
         return self._closed
 
     @property
     def invalidated(self) -> bool:
+        """Whether the driver connection was discarded and no fresh one taken yet."""
         return self._invalid
 
     @property
     def driver_connection(self) -> Any:
-        """The driver's own connection object."""
+        """The driver's own connection object, for what dbpool does not wrap.
+
+        Do not close it yourself; it goes back to the pool with this connection.
+
+        Raises:
+            ResourceClosedError: The connection is closed, or was checked out in the
+                parent of this forked process.
+        """
         return self._live_record().dbapi_connection
 
     def in_transaction(self) -> bool:
+        """Whether a transaction is open (begun by a statement or by `begin()`).
+
+        Returns:
+            True between the transaction's start and its commit or rollback.
+        """
         return self._in_transaction
 
     def _live_record(self) -> _Record:
         record = self._record
         if record is not None:
-            if self._engine.pool.inherited(record):
+            if self._pool.inherited(record):
                 raise ResourceClosedError(INHERITED_AFTER_FORK)
             return record
         if self._closed:
@@ -210,29 +386,91 @@ class Connection:
                 "before using it again"
             )
         # Invalidated outside a transaction: carry on with a fresh connection.
-        self._record = record = self._engine.pool.checkout()
+        self._record = record = self._pool.checkout()
         self._invalid = False
         return record
 
     # -- statements --------------------------------------------------------------------
 
     def execute(self, statement: TextClause, params: Params = None) -> Result:
-        """Run a ``text()`` statement; a list of parameter dicts runs it once per dict."""
+        """Run a [`text()`][dbpool.text] statement.
+
+        The `:name` binds are translated to the driver's parameter style (compiled once
+        per statement text and cached). The rows, if any, are fetched at once.
+
+        Args:
+            statement: A statement made with [`text()`][dbpool.text].
+            params: A dict of bind values (runs once), a list of dicts (runs once per
+                dict, the driver's `executemany`), or None. Keys the statement does not
+                use are ignored.
+
+        Returns:
+            A [`Result`][dbpool.Result] with the rows and the row count.
+
+        Raises:
+            ArgumentError: `statement` is not a `TextClause` (use
+                [`exec_driver_sql()`][dbpool.Connection.exec_driver_sql] for a plain
+                string), a bind has no value, or `params` has the wrong type.
+            DBAPIError: The driver's error, as its PEP 249 class (`IntegrityError`,
+                `OperationalError`, ...), with the statement in the message and `.orig`.
+            ResourceClosedError: The connection is closed, or was invalidated inside a
+                transaction that was not rolled back yet.
+
+        Example:
+            ```python
+            import dbpool
+            from dbpool import text
+
+            engine = dbpool.create_engine("sqlite://")
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(text("INSERT INTO t VALUES (:x)"), [{"x": 1}, {"x": 2}])
+                print(conn.execute(text("SELECT x FROM t WHERE x > :n"), {"n": 1}).all())
+            engine.dispose()
+            ```
+        """
         if not isinstance(statement, TextClause):
             raise ArgumentError(
                 "execute() takes a statement made with dbpool.text(); "
                 "use exec_driver_sql() for a raw SQL string"
             )
-        compiled = statement.compile(self._dialect.paramstyle)
-        if params is None or isinstance(params, Mapping):
-            return self._run(compiled.sql, compiled.bind(params), False)
+        paramstyle = self._dialect.paramstyle
+        compiled = statement._cache.get(paramstyle)  # compile()'s cache, without the call
+        if compiled is None:
+            compiled = statement.compile(paramstyle)
+        # A plain dict first: isinstance() against the Mapping ABC costs far more.
+        if params is None or type(params) is dict or isinstance(params, Mapping):
+            return self._run(compiled.sql, compiled._bind_shared(params), False)
         if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
             return self._run(compiled.sql, [compiled.bind(p) for p in params], True)
         raise ArgumentError("params must be a dict, a list of dicts, or None")
 
     def exec_driver_sql(self, statement: str, params: Any = None) -> Result:
-        """Run SQL as the driver takes it, in its own paramstyle; a list of parameter
-        sets runs executemany."""
+        """Run SQL as the driver takes it, in the driver's own parameter style.
+
+        Args:
+            statement: SQL with the driver's placeholders (`%s` or `%(name)s` for psycopg
+                and PyMySQL, `?` or `:name` for sqlite3, `?` for pyodbc).
+            params: What the driver's `execute` takes (a tuple or a dict), a list of them
+                (runs the driver's `executemany`), or None.
+
+        Returns:
+            A [`Result`][dbpool.Result] with the rows and the row count.
+
+        Raises:
+            DBAPIError: The driver's error, as its PEP 249 class, with the statement.
+            ResourceClosedError: The connection is closed.
+
+        Example:
+            ```python
+            import dbpool
+
+            engine = dbpool.create_engine("sqlite://")
+            with engine.connect() as conn:
+                print(conn.exec_driver_sql("SELECT ? + ?", (1, 2)).scalar())  # 3
+            engine.dispose()
+            ```
+        """
         many = (
             isinstance(params, list) and bool(params) and not isinstance(params[0], (str, bytes))
         )
@@ -242,11 +480,10 @@ class Connection:
     def _run(self, sql: str, params: Any, many: bool) -> Result:
         record = self._live_record()
         dbapi_connection = record.dbapi_connection
-        engine = self._engine
-        if engine.echo:
+        if self._engine.echo:
             logger.info("%s", sql)
-        start = _monotonic()
         dialect = self._dialect
+        start = _monotonic()
         # One cursor per pooled connection, kept across checkouts: results are fetched
         # eagerly, so a cursor is free again once a statement returns, and making one
         # costs microseconds on the hot path. A failed statement throws it away.
@@ -299,7 +536,21 @@ class Connection:
     # -- transactions ------------------------------------------------------------------
 
     def begin(self) -> Transaction:
-        """Open a transaction (a real one, even on an AUTOCOMMIT engine)."""
+        """Open a transaction explicitly: a real one, even on an `AUTOCOMMIT` engine.
+
+        Returns:
+            A [`Transaction`][dbpool.Transaction]; as a context manager it commits at the
+            end of the block, or rolls back if the block raises.
+
+        Raises:
+            ArgumentError: A transaction is already open (a statement opens one
+                implicitly): commit or roll it back first.
+            DBAPIError: The driver could not begin.
+        """
+        self._begin()
+        return Transaction(self)
+
+    def _begin(self) -> None:
         if self._in_transaction:
             raise ArgumentError(
                 "A transaction is already open on this Connection (statements begin one "
@@ -312,12 +563,27 @@ class Connection:
             self._handle_error(exc, record, "BEGIN", None, None)
         self._in_transaction = True
         self._explicit = True
-        return Transaction(self)
 
     def commit(self) -> None:
+        """Commit the open transaction; does nothing when none is open.
+
+        Raises:
+            DBAPIError: The commit failed (a lost connection is invalidated).
+            ResourceClosedError: The connection is closed, or was invalidated inside the
+                transaction (call `rollback()`).
+        """
         self._end(commit=True)
 
     def rollback(self) -> None:
+        """Roll back the open transaction; does nothing when none is open.
+
+        After the connection was invalidated inside a transaction, this ends that
+        transaction, and the next statement checks out a fresh connection.
+
+        Raises:
+            DBAPIError: The rollback failed (a lost connection is invalidated).
+            ResourceClosedError: The connection is closed.
+        """
         if self._record is None and not self._closed:
             self._in_transaction = self._explicit = False  # invalidated: nothing to undo
             return
@@ -341,15 +607,20 @@ class Connection:
     # -- ending ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Roll back what is uncommitted and return the connection to the pool."""
+        """Roll back what is uncommitted and return the connection to the pool.
+
+        Closing twice does nothing. If the rollback fails, the driver connection is
+        discarded instead (its slot is freed) and a warning is logged.
+        """
         if self._closed:
             return
         self._closed = True
         record, self._record = self._record, None
         if record is None:
             return
-        if self._engine.pool.inherited(record):  # the parent's socket: send nothing on it
-            self._engine.pool.checkin(record)
+        pool = self._pool
+        if pool.inherited(record):  # the parent's socket: send nothing on it
+            pool.checkin(record)
             return
         conn = record.dbapi_connection
         try:
@@ -362,15 +633,25 @@ class Connection:
         except BaseException as exc:  # KeyboardInterrupt too: the slot must come back
             logger.warning("rollback on close failed; discarding the connection",
                            exc_info=True)  # fmt: skip
-            self._engine.pool.invalidate(record)
+            pool.invalidate(record)
             if not isinstance(exc, Exception):
                 raise
             return
-        self._engine.pool.checkin(record)
+        pool.checkin(record)
 
     def invalidate(self, error: BaseException | None = None) -> None:
-        """Discard the driver connection (closed, slot freed); the next use checks out a
-        fresh one, after a rollback() if a transaction was open."""
+        """Discard the driver connection instead of returning it to the pool.
+
+        The driver connection is closed and its slot freed. This `Connection` stays
+        usable: the next statement checks out a fresh connection (after `rollback()` if a
+        transaction was open).
+
+        Args:
+            error: The reason, passed to the pool's `invalidate` listeners.
+
+        Raises:
+            ResourceClosedError: The connection is closed.
+        """
         if self._closed:
             raise ResourceClosedError("This Connection is closed")
         self._invalidate(error, disconnect=False)
@@ -380,7 +661,7 @@ class Connection:
         if record is None:
             return
         self._invalid = True
-        self._engine.pool.invalidate(record, error, disconnect=disconnect)
+        self._pool.invalidate(record, error, disconnect=disconnect)
 
     def __enter__(self) -> Connection:
         return self
@@ -393,7 +674,8 @@ class Connection:
         if record is not None and not self._closed:
             self._record = None
             with suppress(Exception):  # at interpreter shutdown modules may be torn down
-                self._engine.pool.orphaned(record, self._code, self._line)
+                code = self._code
+                self._pool.orphaned(record, code, line_at(code, self._lasti) if code else 0)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -401,7 +683,25 @@ class Connection:
 
 
 class Transaction:
-    """The transaction opened by ``Connection.begin()``; a context manager."""
+    """The transaction opened by [`Connection.begin()`][dbpool.Connection.begin].
+
+    As a context manager it commits at the end of the block, or rolls back if the block
+    raises; a transaction already ended inside the block is left alone.
+
+    Example:
+        ```python
+        import dbpool
+        from dbpool import text
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            with conn.begin() as transaction:
+                conn.execute(text("CREATE TABLE t (x INTEGER)"))
+                assert transaction.is_active
+            assert not transaction.is_active
+        engine.dispose()
+        ```
+    """
 
     __slots__ = ("_connection",)
 
@@ -410,12 +710,15 @@ class Transaction:
 
     @property
     def is_active(self) -> bool:
+        """Whether the transaction is still open on its connection."""
         return self._connection._in_transaction
 
     def commit(self) -> None:
+        """Commit: the same as [`Connection.commit()`][dbpool.Connection.commit]."""
         self._connection.commit()
 
     def rollback(self) -> None:
+        """Roll back: the same as [`Connection.rollback()`][dbpool.Connection.rollback]."""
         self._connection.rollback()
 
     def __enter__(self) -> Transaction:
@@ -428,6 +731,50 @@ class Transaction:
             self.commit()
         else:
             self.rollback()
+
+
+class _Begin:
+    """What ``engine.begin()`` returns: a checked-out connection in one transaction for
+    the length of a ``with`` block, committed if the block succeeds, rolled back if it
+    raises, returned to the pool either way.
+
+    A class, not a ``@contextmanager`` generator: it runs on every transaction, and the
+    generator machinery (plus the ``Transaction`` object it would open) costs more than
+    the work it wraps. Checks out at ``__enter__``, as the generator did.
+    """
+
+    __slots__ = ("_code", "_conn", "_engine", "_lasti")
+
+    def __init__(self, engine: Engine, code: Any, lasti: int) -> None:
+        self._engine = engine
+        self._code = code  # where engine.begin() was called, for the leak warning
+        self._lasti = lasti
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        engine = self._engine
+        conn = Connection(engine, engine.pool.checkout(), self._code, self._lasti)
+        try:
+            conn._begin()
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        try:
+            if conn._in_transaction:  # not ended inside the block
+                if exc_type is None:
+                    conn.commit()
+                else:
+                    conn.rollback()
+        finally:
+            conn.close()
 
 
 ENGINE_KEYWORDS = ("connect_args", "creator", "direct_url", "echo", "metrics_labels")
@@ -444,11 +791,45 @@ def create_engine(
     direct_url: str | URL | None = None,
     **settings: Any,
 ) -> Engine:
-    """Make an engine; nothing is opened until the first checkout or ``engine.open()``.
+    """Make an engine; nothing is opened until the first checkout or `engine.open()`.
 
-    Pool settings come from the URL query; keyword arguments override them.
-    ``direct_url`` is the database without the external pooler, for ``engine.direct()``;
-    ``DIRECT_URL`` is read with ``DATABASE_URL``, when no URL is given.
+    Pool settings come from the URL query (`?connection_limit=5&pool_timeout=2`);
+    keyword arguments override them. Query parameters that are not pool settings go to
+    the dialect, which passes on those its driver accepts.
+
+    Args:
+        url: `dialect[+driver]://user:password@host:port/database?query`, a `str` or a
+            [`URL`][dbpool.URL]. None reads the `DATABASE_URL` environment variable.
+        creator: A function returning a new DB-API connection, used instead of the
+            dialect's own connect (the dialect still pings, resets and recognises
+            disconnects).
+        connect_args: Extra keyword arguments for the driver's `connect()`.
+        echo: Log every statement at INFO on the `dbpool` logger (adding a stderr
+            handler if logging is not set up).
+        metrics_labels: Labels added to every metric of the engine.
+        direct_url: The same database reached without the external pooler (Prisma's
+            `directUrl`), for [`Engine.direct()`][dbpool.Engine.direct]. With no `url`,
+            `DIRECT_URL` is read along with `DATABASE_URL`.
+        **settings: The pool settings (`connection_limit`, `pool_timeout`,
+            `connect_timeout`, `pre_ping`, `socket_timeout`, `isolation_level`, ...; see
+            the configuration guide), overriding the same names in the URL query.
+
+    Returns:
+        An [`Engine`][dbpool.Engine], its pool not started yet.
+
+    Raises:
+        ConfigError: A bad URL, setting, driver parameter or keyword (with a "did you
+            mean" for a near miss), no URL at all, or the database's driver is not
+            installed (naming the extra to install).
+
+    Example:
+        ```python
+        import dbpool
+
+        engine = dbpool.create_engine("sqlite:///app.db?connection_limit=2", pool_timeout=5)
+        print(engine.config.connection_limit, engine.config.pool_timeout)  # 2 5.0
+        engine.dispose()
+        ```
     """
     direct_origin = ""
     if url is None:

@@ -19,11 +19,39 @@ Listener = TypeVar("Listener", bound=Callable[..., Any])
 
 
 class Events:
-    """Listeners by event name.
+    """The pool's event listeners: ``engine.events`` and ``pool.events``.
 
-    ``connect(dbapi_connection)``, ``checkout(dbapi_connection)``,
-    ``checkin(dbapi_connection)``, ``close(dbapi_connection)``,
-    ``invalidate(dbapi_connection, exception_or_None)``, ``timeout(waited_seconds)``.
+    Listeners are called outside the pool lock, in the thread where the event happens;
+    one that raises is logged and ignored. The events and what their listeners get:
+
+    | event | arguments |
+    |---|---|
+    | `connect` | the new driver connection, before its first use |
+    | `checkout` | the driver connection handed out |
+    | `checkin` | the driver connection given back (after its reset) |
+    | `close` | the driver connection just closed |
+    | `invalidate` | the driver connection, and the exception or None |
+    | `timeout` | the seconds the caller waited before `PoolTimeoutError` |
+
+    Each event is also an attribute holding its listeners as a tuple (``events.connect``),
+    so the pool pays nothing for an event nobody listens to.
+
+    Attributes:
+        connect: The listeners of ``connect``, a tuple; change it with ``on`` and ``remove``.
+        checkout: The listeners of ``checkout``.
+        checkin: The listeners of ``checkin``.
+        close: The listeners of ``close``.
+        invalidate: The listeners of ``invalidate``.
+        timeout: The listeners of ``timeout``.
+
+    Example:
+        ```python
+        @engine.events.on("connect")
+        def set_pragmas(dbapi_connection):
+            dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+        engine.events.on("timeout", lambda waited: log.warning("waited %.1f s", waited))
+        ```
     """
 
     __slots__ = EVENT_NAMES
@@ -45,7 +73,20 @@ class Events:
     def on(self, name: str, fn: Listener) -> Listener: ...
 
     def on(self, name: str, fn: Listener | None = None) -> Any:
-        """Add a listener; without ``fn``, return a decorator."""
+        """Add a listener for an event; without ``fn``, return a decorator that adds one.
+
+        Args:
+            name: The event: ``connect``, ``checkout``, ``checkin``, ``close``,
+                ``invalidate`` or ``timeout``.
+            fn: The listener, called with the event's arguments (see above).
+
+        Returns:
+            ``fn`` itself; without ``fn``, a decorator that adds the function it decorates
+            and returns it.
+
+        Raises:
+            ConfigError: For an unknown event name (with a "did you mean").
+        """
         if name not in EVENT_NAMES:
             from dbpool.config import did_you_mean
             from dbpool.exc import ConfigError
@@ -60,9 +101,23 @@ class Events:
         return fn
 
     def remove(self, name: str, fn: Callable[..., Any]) -> None:
+        """Remove a listener added with [`on`][dbpool.Events.on].
+
+        Args:
+            name: The event it listens to.
+            fn: The listener; one that was not added is ignored.
+        """
         setattr(self, name, tuple(f for f in getattr(self, name) if f is not fn))
 
     def fire(self, name: str, *args: Any) -> None:
+        """Call the listeners of an event, as the pool does when it happens.
+
+        A listener that raises is logged on the ``dbpool`` logger and the others still run.
+
+        Args:
+            name: The event.
+            *args: The arguments the event's listeners take.
+        """
         for fn in getattr(self, name):
             try:
                 fn(*args)

@@ -1,36 +1,79 @@
-"""A fixed-bucket histogram, cheap enough to observe on the pool's slow path."""
+"""A fixed-bucket histogram, cheap enough to observe on every statement.
+
+``observe()`` only appends the value to a list (atomic in CPython, no lock taken);
+the values are sorted into buckets in batches, under the lock, by the observer that
+fills the batch and by every read (``count``, ``sum``, ``snapshot()``), so reads are
+exact."""
 
 from __future__ import annotations
 
 import os
 import threading
 import weakref
-from bisect import bisect_left
+from bisect import bisect_right
 
 # Seconds: from a sub-millisecond hand-off to a long pool_timeout.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 QUERY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Observations kept before one observer sorts them into buckets: bounds the memory of a
+# histogram nobody reads, and makes the sorting a rare, batched cost.
+_BATCH = 256
 
 
 class Histogram:
     """Counts per upper bound (non-cumulative internally), plus sum and count."""
 
-    __slots__ = ("__weakref__", "_counts", "_lock", "bounds", "count", "sum")
+    __slots__ = ("__weakref__", "_count", "_counts", "_lock", "_pending", "_sum", "bounds")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self._counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self._lock = threading.Lock()
-        self.count = 0
-        self.sum = 0.0
+        self._pending: list[float] = []
+        self._count = 0
+        self._sum = 0.0
         _live.add(self)
 
     def observe(self, value: float) -> None:
-        index = bisect_left(self.bounds, value)
-        with self._lock:
-            self._counts[index] += 1
-            self.count += 1
-            self.sum += value
+        # The hot path (every statement): list.append is atomic, so no lock here.
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= _BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Sort the pending observations into their buckets."""
+        pending, counts = self._pending, self._counts
+        with self._lock:  # one folder at a time; observers only ever append
+            # The slice and the delete are each one atomic operation: a value appended
+            # between them lies past `taken` and waits for the next fold.
+            taken = len(pending)
+            if not taken:
+                return
+            values = pending[:taken]
+            del pending[:taken]
+            values.sort()
+            # Bucket i counts the values in (bounds[i-1], bounds[i]], the last one the rest.
+            below = 0
+            for i, bound in enumerate(self.bounds):
+                upto = bisect_right(values, bound)
+                counts[i] += upto - below
+                below = upto
+            counts[-1] += taken - below
+            self._count += taken
+            self._sum += sum(values)
+
+    @property
+    def count(self) -> int:
+        """How many values were observed."""
+        self._fold()
+        return self._count
+
+    @property
+    def sum(self) -> float:
+        """The sum of the observed values."""
+        self._fold()
+        return self._sum
 
     def snapshot(self, extra_zeros: int = 0) -> tuple[list[tuple[float, int]], int, float]:
         """Cumulative ``(upper_bound, count)`` pairs ending with +Inf, the count and the sum.
@@ -38,9 +81,10 @@ class Histogram:
         ``extra_zeros`` adds observations of 0 that were counted elsewhere (the pool counts
         checkouts that did not wait without touching the histogram).
         """
+        self._fold()
         with self._lock:
             counts = list(self._counts)
-            count, total = self.count, self.sum
+            count, total = self._count, self._sum
         counts[0] += extra_zeros
         cumulative: list[tuple[float, int]] = []
         running = 0

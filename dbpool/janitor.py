@@ -1,5 +1,8 @@
 """The janitor: one background thread per pool that retires idle and old connections.
 
+What it does each time it wakes is the pool's ``sweep_locked`` (pool_sweep.py); this
+module is the thread: when to wake, and closing what the sweep took out.
+
 It sleeps until the earliest deadline among the idle connections (no polling) and is
 woken early by the pool when a connection arrives that is due sooner. It holds only a
 weak reference to its pool, so a forgotten pool is still collected, and it closes
@@ -15,6 +18,8 @@ import threading
 import time
 import weakref
 from typing import TYPE_CHECKING
+
+from dbpool import pool_close, pool_orphans
 
 if TYPE_CHECKING:
     from dbpool.pool import QueuePool, _Record
@@ -97,7 +102,7 @@ class Janitor:
             logger.debug("the janitor retires %d idle connection(s)", len(expired))
         for record in expired:
             try:
-                pool._discard(record)
+                pool_close.discard(pool, record)
             except Exception:
                 logger.exception("the janitor could not close a connection; carrying on")
-        pool._reclaim_orphans()
+        pool_orphans.reclaim(pool)

@@ -1,8 +1,8 @@
 """Before-exit hooks: an engine's last words, said while it can still run queries.
 
-``engine.before_exit(fn)`` adds ``fn`` to the engine's :class:`ExitHooks` and registers
+``engine.before_exit(fn)`` adds ``fn`` to the engine's ``ExitHooks`` and registers
 the engine here. Hooks run when the engine is disposed; for the engines registered here
-that also happens when the interpreter exits normally (:mod:`atexit`) and on SIGINT or
+that also happens when the interpreter exits normally (``atexit``) and on SIGINT or
 SIGTERM. Registered engines are held weakly: an engine that is garbage-collected is gone
 with its hooks.
 
@@ -63,11 +63,16 @@ class ExitHooks:
         return bool(self._fns)
 
     def add(self, fn: Callable[[], object]) -> None:
+        """Add a hook, to run after those already added; the hooks are due again."""
         self._fns = (*self._fns, fn)
         self.due = True
 
     def run(self, owner: object) -> None:
-        """Call every hook; one that raises is logged and the rest still run."""
+        """Call every hook; one that raises is logged and the rest still run.
+
+        Args:
+            owner: The engine, for the log line of a hook that raised.
+        """
         # Never re-entered: a hook may dispose its own engine, and a signal may arrive
         # while another thread is running them.
         if not self._running.acquire(blocking=False):
@@ -88,7 +93,11 @@ class ExitHooks:
 
 
 def register(engine: Engine) -> None:
-    """Dispose ``engine`` (running its hooks) at exit and on SIGINT/SIGTERM."""
+    """Dispose an engine (running its hooks) at exit and on SIGINT/SIGTERM.
+
+    Args:
+        engine: The engine; held weakly.
+    """
     global _atexit_installed
     with _lock:
         _engines.add(engine)
@@ -156,7 +165,14 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def in_dbpool(frame: FrameType) -> bool:
-    """Whether ``frame`` runs dbpool's own code."""
+    """Whether a frame runs dbpool's own code.
+
+    Args:
+        frame: A stack frame.
+
+    Returns:
+        True when its code is in the dbpool package.
+    """
     return frame.f_code.co_filename.startswith(_PACKAGE_DIR)
 
 

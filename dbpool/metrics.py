@@ -69,7 +69,14 @@ _DESCRIPTIONS = dict(COUNTERS + GAUGES + HISTOGRAMS)
 
 @dataclass(frozen=True)
 class HistogramValue:
-    """Cumulative ``(upper_bound, count)`` pairs ending with +Inf, the sum and the count."""
+    """A histogram's value at the moment it was read.
+
+    Attributes:
+        buckets: Cumulative ``(upper_bound, count)`` pairs, in seconds, ending with
+            ``(inf, count)``: each counts the observations up to its bound.
+        sum: The sum of the observations, in seconds.
+        count: The number of observations.
+    """
 
     buckets: list[tuple[float, int]]
     sum: float
@@ -78,7 +85,14 @@ class HistogramValue:
 
 @dataclass(frozen=True)
 class Sample:
-    """One metric's value at the moment it was read."""
+    """One metric's value at the moment it was read.
+
+    Attributes:
+        key: The metric's name, e.g. ``dbpool_pool_connections_open``.
+        kind: ``"counter"``, ``"gauge"`` or ``"histogram"``.
+        value: A count for a counter or gauge, a
+            [`HistogramValue`][dbpool.metrics.HistogramValue] for a histogram.
+    """
 
     key: str
     kind: str  # "counter", "gauge" or "histogram"
@@ -86,6 +100,7 @@ class Sample:
 
     @property
     def description(self) -> str:
+        """What the metric measures, one sentence (its Prometheus ``HELP`` text)."""
         return _DESCRIPTIONS[self.key]
 
 
@@ -122,9 +137,24 @@ def _histogram_value(histogram: Histogram) -> HistogramValue:
 class Metrics:
     """``engine.metrics``: the engine's pool and query metrics, read on demand.
 
-    ``labels`` are added to every metric (Prisma's global labels); set them with
-    ``create_engine(..., metrics_labels={"app": "shop"})`` or by assigning a new dict to
-    ``engine.metrics.labels``.
+    The pool's counts (connections open, busy, idle, callers waiting, totals opened,
+    closed and timed out), the time checkouts waited in the queue and the duration of
+    statements, read when asked: nothing is added to the checkout path.
+    [`json`][dbpool.Metrics.json] returns them in the shape of Prisma's
+    ``$metrics.json()``, [`prometheus`][dbpool.Metrics.prometheus] as Prometheus text;
+    [`PrometheusCollector`][dbpool.metrics.PrometheusCollector] serves them to
+    ``prometheus_client``. The [metrics guide](metrics.md) lists every metric.
+
+    Made by the engine; ``labels`` are added to every metric (Prisma's global labels):
+    set them with ``create_engine(..., metrics_labels={"app": "shop"})`` or by assigning
+    a new dict to ``engine.metrics.labels``.
+
+    Example:
+        ```python
+        engine = dbpool.create_engine("sqlite://", metrics_labels={"app": "shop"})
+        counters = engine.metrics.json()["counters"]
+        print(engine.metrics.prometheus())  # HELP, TYPE and values, one per line
+        ```
     """
 
     def __init__(
@@ -143,6 +173,10 @@ class Metrics:
 
     @property
     def labels(self) -> Mapping[str, str]:
+        """The labels added to every metric, a read-only mapping; assign a dict to change
+        them. Names are Prometheus label names (letters, digits and ``_``, not starting
+        with a digit or ``__``, not ``le``); values are strings. A bad one raises
+        [`ConfigError`][dbpool.ConfigError]."""
         return self._labels
 
     @labels.setter
@@ -150,7 +184,12 @@ class Metrics:
         self._labels = MappingProxyType(_validate_labels(labels))
 
     def samples(self) -> list[Sample]:
-        """Every metric, read now (the pool's counts in one consistent snapshot)."""
+        """Every metric, read now.
+
+        Returns:
+            The counters, then the gauges, then the histograms; the pool's counts come
+            from one consistent snapshot.
+        """
         status: PoolStatus = self._pool.status()
         queries = _histogram_value(self._query_histogram)
         counts = {
@@ -179,12 +218,15 @@ class Metrics:
         ]
 
     def json(self) -> dict[str, list[dict[str, Any]]]:
-        """``{"counters": [...], "gauges": [...], "histograms": [...]}`` like Prisma's
-        ``$metrics.json()``; each entry has ``key``, ``labels``, ``value``, ``description``.
+        """The metrics in the shape of Prisma's ``$metrics.json()``.
 
-        A histogram's value is ``{"buckets": [[upper_bound, count], ...], "sum", "count"}``
-        where each bucket counts the observations above the previous bound (not
-        cumulative, as in Prisma); the last bound is the string ``"+Inf"``.
+        Returns:
+            ``{"counters": [...], "gauges": [...], "histograms": [...]}``, each entry a
+            dict with ``key``, ``labels``, ``value`` and ``description``. A histogram's
+            value is ``{"buckets": [[upper_bound, count], ...], "sum": ..., "count": ...}``,
+            where each bucket counts the observations above the previous bound (not
+            cumulative, as in Prisma) and the last bound is the string ``"+Inf"``. It is
+            plain data: ``json.dumps`` takes it as it is.
         """
         out: dict[str, list[dict[str, Any]]] = {"counters": [], "gauges": [], "histograms": []}
         for sample in self.samples():
@@ -202,7 +244,13 @@ class Metrics:
         return out
 
     def prometheus(self) -> str:
-        """The metrics in the Prometheus text exposition format (version 0.0.4)."""
+        """The metrics as Prometheus text, for a ``/metrics`` endpoint.
+
+        Returns:
+            The text exposition format, version 0.0.4: ``# HELP`` and ``# TYPE`` lines and
+            the values with the engine's labels, histograms with cumulative ``_bucket``
+            series, ``_sum`` and ``_count``.
+        """
         lines: list[str] = []
         labels = dict(self._labels)
         for sample in self.samples():
@@ -253,10 +301,28 @@ _DEFAULT_REGISTRY: Any = object()
 class PrometheusCollector:
     """A ``prometheus_client`` collector for one or more engines.
 
-    ``PrometheusCollector(engine)`` registers itself with ``prometheus_client``'s default
-    registry (pass ``registry=`` for another one, or ``None`` to register it yourself).
-    Several engines in one collector must have different ``metrics_labels`` so that
-    their series can be told apart. Needs ``pip install "dbpool[prometheus]"``.
+    The metrics are read from the engines at each scrape. Needs
+    ``pip install "dbpool[prometheus]"``.
+
+    Args:
+        *engines: The engines to expose. Several engines in one collector must have
+            different ``metrics_labels``, so that their series can be told apart.
+        registry: The ``prometheus_client`` registry to register with; by default its
+            global ``REGISTRY``, or None to register the collector yourself.
+
+    Raises:
+        ArgumentError: When no engine is given.
+        ConfigError: When ``prometheus_client`` is not installed, or two engines have
+            the same labels.
+
+    Example:
+        ```python
+        from dbpool.metrics import PrometheusCollector
+
+        orders = dbpool.create_engine(ORDERS_URL, metrics_labels={"db": "orders"})
+        users = dbpool.create_engine(USERS_URL, metrics_labels={"db": "users"})
+        PrometheusCollector(orders, users)  # prometheus_client serves them from now on
+        ```
     """
 
     def __init__(self, *engines: Engine, registry: Any = _DEFAULT_REGISTRY) -> None:
@@ -284,6 +350,11 @@ class PrometheusCollector:
             registry.register(self)
 
     def collect(self) -> Iterator[Any]:
+        """Read the engines' metrics; ``prometheus_client`` calls this at each scrape.
+
+        Yields:
+            One ``prometheus_client`` metric family per metric, with a series per engine.
+        """
         core = self._core
         per_engine = [(dict(e.metrics.labels), e.metrics.samples()) for e in self._engines]
         names = sorted({name for labels, _ in per_engine for name in labels})

@@ -3,7 +3,7 @@
 A zombie is a server connection whose client is gone without a word: a paused or frozen
 function container, a process killed behind NAT. The server keeps it, idle, until its
 own timeouts (often none) end it, and it counts against the connection limit. With
-``reap_idle_after`` > 0 the engine's creator is wrapped in a :class:`Reaper`, which ends
+``reap_idle_after`` > 0 the engine's creator is wrapped in a ``Reaper``, which ends
 those of them that have been idle on the server for longer than that (the dialect's
 ``reap_idle``: same user, same application name, same database; never an active one,
 never one in a transaction):

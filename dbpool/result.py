@@ -15,15 +15,30 @@ from dbpool.exc import ArgumentError, ResourceClosedError
 
 
 class MultipleResultsFound(ArgumentError):
-    """``one()`` found more than one row."""
+    """`one()` or `one_or_none()` found more than one row."""
 
 
 class NoResultFound(ArgumentError):
-    """``one()`` found no row."""
+    """`one()` found no row."""
 
 
 class Row(tuple[Any, ...]):
-    """A tuple that also allows ``row.name`` and ``row._mapping["name"]``."""
+    """One row: a tuple that also allows `row.name` and `row._mapping["name"]`.
+
+    Unpack it, index it and compare it as a tuple. `row._fields` are the column names;
+    a name that is not a column raises `AttributeError`.
+
+    Example:
+        ```python
+        import dbpool
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            row = conn.execute(dbpool.text("SELECT 1 AS id, 'Ann' AS name")).one()
+        print(row, row.name, row._mapping["id"], row._asdict())  # (1, 'Ann') Ann 1 {...}
+        engine.dispose()
+        ```
+    """
 
     __slots__ = ()
     _fields: tuple[str, ...] = ()
@@ -37,9 +52,11 @@ class Row(tuple[Any, ...]):
 
     @property
     def _mapping(self) -> RowMapping:
+        """The row as a read-only mapping of column name to value."""
         return RowMapping(self)
 
     def _asdict(self) -> dict[str, Any]:
+        """The row as a new dict of column name to value."""
         return dict(zip(self._fields, self, strict=True))
 
     def __repr__(self) -> str:
@@ -70,14 +87,57 @@ class RowMapping(Mapping[str, Any]):
         return repr(dict(self))
 
 
+# Whether a cursor class has ``lastrowid`` (psycopg's and pyodbc's have none): asking
+# getattr() with a default on every statement would raise and swallow AttributeError.
+_HAS_LASTROWID: dict[type, bool] = {}
+
+
+def _has_lastrowid(cursor: Any) -> bool:
+    has = _HAS_LASTROWID[type(cursor)] = hasattr(cursor, "lastrowid")
+    return has
+
+
 @lru_cache(maxsize=512)
 def _row_class(fields: tuple[str, ...]) -> type[Row]:
     index = {name: i for i, name in reversed(list(enumerate(fields)))}
     return type("Row", (Row,), {"__slots__": (), "_fields": fields, "_index": index})
 
 
+# The rows of every statement that returns none: shared, as nothing ever appends to it.
+_NO_ROWS: list[Row] = []
+
+
 class Result:
-    """The rows (if any) and row count of one statement."""
+    """The rows (if any) and row count of one statement, from `Connection.execute()`.
+
+    All rows are fetched when the statement runs, so a result can be read after its
+    connection has gone back to the pool (and a large result is held in memory whole).
+    Each row is read once: iterating, `fetchone()`, `fetchmany()` and `fetchall()` go on
+    from where the last one stopped. Reading rows from a statement that returns none
+    raises `ResourceClosedError`. In Jupyter a result displays as a table of the rows
+    not read yet.
+
+    Attributes:
+        rowcount: Rows changed by an `INSERT` / `UPDATE` / `DELETE`, as the driver
+            counts them (-1 when unknown).
+        lastrowid: The driver's `cursor.lastrowid`, where it has one (sqlite3, PyMySQL);
+            None otherwise.
+
+    Example:
+        ```python
+        import dbpool
+        from dbpool import text
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            inserted = conn.execute(text("INSERT INTO t VALUES (:x)"), [{"x": 1}, {"x": 2}])
+            print(inserted.rowcount)  # 2
+            result = conn.execute(text("SELECT x FROM t ORDER BY x"))
+            print(result.keys(), result.fetchone(), result.all())  # ['x'] (1,) [(2,)]
+        engine.dispose()
+        ```
+    """
 
     __slots__ = ("_keys", "_position", "_rows", "lastrowid", "rowcount")
 
@@ -86,18 +146,27 @@ class Result:
         statement returns no rows."""
         rowcount = cursor.rowcount
         self.rowcount: int = -1 if rowcount is None else rowcount
-        self.lastrowid: Any = getattr(cursor, "lastrowid", None)
+        has_lastrowid = _HAS_LASTROWID.get(type(cursor))
+        if has_lastrowid is None:
+            has_lastrowid = _has_lastrowid(cursor)
+        self.lastrowid: Any = cursor.lastrowid if has_lastrowid else None
         self._keys = keys
         self._rows: list[Row] = (
-            [] if keys is None else list(map(_row_class(keys), cursor.fetchall()))
+            _NO_ROWS if keys is None else list(map(_row_class(keys), cursor.fetchall()))
         )
         self._position = 0
 
     @property
     def returns_rows(self) -> bool:
+        """Whether the statement returned rows (a `SELECT`, or `... RETURNING`)."""
         return self._keys is not None
 
     def keys(self) -> list[str]:
+        """The column names.
+
+        Returns:
+            The names in column order; empty for a statement that returns no rows.
+        """
         return list(self._keys or ())
 
     def _check_rows(self) -> None:
@@ -112,56 +181,168 @@ class Result:
         return self._rows[start:end]
 
     def __iter__(self) -> Iterator[Row]:
+        """Iterate over the rows not read yet."""
         return iter(self._take(None))
 
     def fetchone(self) -> Row | None:
+        """The next row.
+
+        Returns:
+            The next [`Row`][dbpool.Row], or None when none is left.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         rows = self._take(1)
         return rows[0] if rows else None
 
     def fetchmany(self, size: int = 1) -> list[Row]:
+        """Up to `size` more rows.
+
+        Args:
+            size: The most rows to return.
+
+        Returns:
+            A list of at most `size` rows; empty when none is left.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         return self._take(size)
 
     def fetchall(self) -> list[Row]:
+        """The remaining rows.
+
+        Returns:
+            A list of the rows not read yet.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         return self._take(None)
 
-    all = fetchall
+    def all(self) -> list[Row]:
+        """The remaining rows: the same as [`fetchall()`][dbpool.Result.fetchall].
+
+        Returns:
+            A list of the rows not read yet.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
+        return self._take(None)
 
     def first(self) -> Row | None:
+        """The first remaining row, discarding the rest.
+
+        Returns:
+            The row, or None when none is left.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         rows = self._take(None)
         return rows[0] if rows else None
 
     def one_or_none(self) -> Row | None:
+        """The only remaining row, or None.
+
+        Returns:
+            The row, or None when none is left.
+
+        Raises:
+            MultipleResultsFound: More than one row is left.
+            ResourceClosedError: The statement returns no rows.
+        """
         rows = self._take(None)
         if len(rows) > 1:
             raise MultipleResultsFound("Multiple rows were found when one or none was required")
         return rows[0] if rows else None
 
     def one(self) -> Row:
+        """The only remaining row.
+
+        Returns:
+            The row.
+
+        Raises:
+            NoResultFound: No row is left.
+            MultipleResultsFound: More than one row is left.
+            ResourceClosedError: The statement returns no rows.
+        """
         row = self.one_or_none()
         if row is None:
             raise NoResultFound("No row was found when one was required")
         return row
 
     def scalar(self) -> Any:
+        """The first column of the first remaining row, discarding the rest.
+
+        Returns:
+            The value, or None when no row is left.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         row = self.first()
         return None if row is None else row[0]
 
     def scalar_one(self) -> Any:
+        """The first column of [`one()`][dbpool.Result.one].
+
+        Returns:
+            The value.
+
+        Raises:
+            NoResultFound: No row is left.
+            MultipleResultsFound: More than one row is left.
+            ResourceClosedError: The statement returns no rows.
+        """
         return self.one()[0]
 
     def scalar_one_or_none(self) -> Any:
+        """The first column of [`one_or_none()`][dbpool.Result.one_or_none].
+
+        Returns:
+            The value, or None when no row is left.
+
+        Raises:
+            MultipleResultsFound: More than one row is left.
+            ResourceClosedError: The statement returns no rows.
+        """
         row = self.one_or_none()
         return None if row is None else row[0]
 
     def scalars(self, index: int | str = 0) -> ScalarResult:
+        """One column of each remaining row.
+
+        Args:
+            index: The column, by position or by name.
+
+        Returns:
+            A [`ScalarResult`][dbpool.ScalarResult] of the values.
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+            ValueError: No column has that name.
+        """
         self._check_rows()
         column = index if isinstance(index, int) else self.keys().index(index)
         return ScalarResult([row[column] for row in self._take(None)])
 
     def mappings(self) -> MappingResult:
+        """Each remaining row as a read-only mapping of column name to value.
+
+        Returns:
+            A [`MappingResult`][dbpool.MappingResult].
+
+        Raises:
+            ResourceClosedError: The statement returns no rows.
+        """
         return MappingResult([row._mapping for row in self._take(None)])
 
     def close(self) -> None:
+        """Discard the remaining rows."""
         self._position = len(self._rows)
 
     def __repr__(self) -> str:
@@ -181,7 +362,7 @@ class Result:
 
 
 class _ValuesResult:
-    """The shared shape of ``scalars()`` and ``mappings()``: a list with Result's verbs."""
+    """The shared shape of `scalars()` and `mappings()`: a list with Result's verbs."""
 
     __slots__ = ("_values",)
 
@@ -189,26 +370,60 @@ class _ValuesResult:
         self._values = list(values)
 
     def __iter__(self) -> Iterator[Any]:
+        """Iterate over the values not read yet."""
         values, self._values = self._values, []
         return iter(values)
 
     def all(self) -> list[Any]:
+        """The remaining values.
+
+        Returns:
+            A list of the values not read yet.
+        """
         values, self._values = self._values, []
         return values
 
-    fetchall = all
+    def fetchall(self) -> list[Any]:
+        """The remaining values: the same as `all()`.
+
+        Returns:
+            A list of the values not read yet.
+        """
+        return self.all()
 
     def first(self) -> Any:
+        """The first remaining value, discarding the rest.
+
+        Returns:
+            The value, or None when none is left.
+        """
         values = self.all()
         return values[0] if values else None
 
     def one_or_none(self) -> Any:
+        """The only remaining value, or None.
+
+        Returns:
+            The value, or None when none is left.
+
+        Raises:
+            MultipleResultsFound: More than one value is left.
+        """
         values = self.all()
         if len(values) > 1:
             raise MultipleResultsFound("Multiple rows were found when one or none was required")
         return values[0] if values else None
 
     def one(self) -> Any:
+        """The only remaining value.
+
+        Returns:
+            The value.
+
+        Raises:
+            NoResultFound: No value is left.
+            MultipleResultsFound: More than one value is left.
+        """
         values = self.all()
         if len(values) != 1:
             if values:
@@ -218,8 +433,39 @@ class _ValuesResult:
 
 
 class ScalarResult(_ValuesResult):
-    """The first (or chosen) column of each row."""
+    """One column of each row, from [`Result.scalars()`][dbpool.Result.scalars].
+
+    Iterate over it, or call `all()` (also `fetchall()`), `first()`, `one()` or
+    `one_or_none()`; each value is read once.
+
+    Example:
+        ```python
+        import dbpool
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            ids = conn.execute(dbpool.text("SELECT 1 AS id UNION ALL SELECT 2")).scalars()
+            print(ids.all())  # [1, 2]
+        engine.dispose()
+        ```
+    """
 
 
 class MappingResult(_ValuesResult):
-    """Each row as a read-only mapping by column name."""
+    """Each row as a read-only mapping by column name, from
+    [`Result.mappings()`][dbpool.Result.mappings].
+
+    Iterate over it, or call `all()` (also `fetchall()`), `first()`, `one()` or
+    `one_or_none()`; each mapping is read once.
+
+    Example:
+        ```python
+        import dbpool
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            row = conn.execute(dbpool.text("SELECT 1 AS id, 'Ann' AS name")).mappings().one()
+            print(row["name"], dict(row))  # Ann {'id': 1, 'name': 'Ann'}
+        engine.dispose()
+        ```
+    """

@@ -37,10 +37,30 @@ _warned = False
 def shared_engine(url: str | URL | None = None, **settings: Any) -> Engine:
     """The process's engine for this URL and these settings, made on the first call.
 
-    Takes what :func:`dbpool.create_engine` takes; with no URL it reads ``DATABASE_URL``.
-    Re-running a notebook cell or reloading a module gets the same engine (and pool)
-    back instead of opening another one. The engine lives until the process ends;
+    Later calls with equal arguments return the same engine, so code that runs again
+    in one process (a notebook cell, a reloaded module, a serverless handler) does not
+    open another pool each time. The engine lives until the process ends;
     ``dispose()`` closes its connections and it stays usable.
+
+    Args:
+        url: The database URL, as for [`create_engine`][dbpool.create_engine]; None
+            reads ``DATABASE_URL`` (and ``DIRECT_URL`` with it).
+        **settings: Pool settings and ``create_engine`` keywords. Values are compared,
+            so they must be hashable, or dicts, lists and tuples of hashable values.
+
+    Returns:
+        The engine made for these arguments by the first call.
+
+    Raises:
+        ConfigError: As [`create_engine`][dbpool.create_engine] raises it (a bad URL or
+            setting, or no URL at all).
+        ArgumentError: For a keyword value that cannot be compared.
+
+    Example:
+        ```python
+        engine = dbpool.shared_engine("sqlite:///app.db")
+        assert dbpool.shared_engine("sqlite:///app.db") is engine
+        ```
     """
     from dbpool.engine import create_engine
 
@@ -77,7 +97,11 @@ def _freeze(name: str, value: Any) -> Hashable:
 
 
 def track(engine: Engine) -> None:
-    """Count ``engine`` among the live engines for its database; warn once when too many."""
+    """Count an engine among the live engines for its database; warn once when too many.
+
+    Args:
+        engine: A new engine; held weakly. In-memory SQLite engines are not counted.
+    """
     global _warned
     url = engine.url
     if url.backend_name == "sqlite" and url.database in (None, ":memory:"):

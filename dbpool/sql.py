@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -57,7 +59,7 @@ from dbpool.exc import ArgumentError
 
 __all__ = ["PARAMSTYLES", "CompiledSQL", "TextClause", "text"]
 
-#: The PEP 249 paramstyles :meth:`TextClause.compile` accepts.
+#: The PEP 249 paramstyles ``TextClause.compile()`` accepts.
 PARAMSTYLES: tuple[str, ...] = ("named", "pyformat", "qmark", "format", "numeric")
 
 _DICT_STYLES = frozenset({"named", "pyformat"})
@@ -74,6 +76,9 @@ _BLOCK_TOKEN = re.compile(r"/\*|\*/")
 _DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
 
 _REPR_LIMIT = 60
+# Statements compiled, shared by every TextClause of the same text: code that writes
+# ``conn.execute(text("..."), ...)`` in a loop makes a new TextClause each time.
+_COMPILED_CACHE_SIZE = 1024
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -237,17 +242,22 @@ def _shorten(sql: str) -> str:
 class CompiledSQL:
     """A statement translated for one paramstyle; immutable and shareable across threads.
 
-    ``sql`` is what to pass to ``cursor.execute``, together with :meth:`bind`'s
-    result; ``names`` lists the bind names in order of occurrence, repeats
-    included.
+    Made by [`TextClause.compile()`][dbpool.TextClause.compile].
+
+    Attributes:
+        sql: What to pass to the driver's `cursor.execute`, with `bind()`'s result.
+        names: The bind names in order of occurrence, repeats included.
+        paramstyle: The PEP 249 paramstyle it was translated for.
     """
 
-    __slots__ = ("_as_dict", "_keys", "names", "paramstyle", "sql")
+    __slots__ = ("_as_dict", "_get", "_key_set", "_keys", "names", "paramstyle", "sql")
 
     sql: str
     names: tuple[str, ...]
     paramstyle: str
     _keys: tuple[str, ...]
+    _key_set: frozenset[str]
+    _get: Any  # itemgetter(*keys): the values in one C call, or None without binds
     _as_dict: bool
 
     def __init__(self, sql: str, names: Iterable[str], paramstyle: str) -> None:
@@ -261,16 +271,23 @@ class CompiledSQL:
         setattr_(self, "names", names)
         setattr_(self, "paramstyle", paramstyle)
         setattr_(self, "_keys", keys)
+        setattr_(self, "_key_set", frozenset(keys))
+        setattr_(self, "_get", itemgetter(*keys) if keys else None)
         setattr_(self, "_as_dict", paramstyle in _DICT_STYLES)
 
     def bind(self, params: Mapping[str, Any] | None) -> Any:
-        """Return the parameters for ``cursor.execute(self.sql, ...)``.
+        """The parameters for `cursor.execute(self.sql, ...)`.
 
-        A dict of just the needed keys for ``named``/``pyformat``, else a tuple;
-        ``None`` when the statement has no binds.  Extra keys are ignored.
+        Args:
+            params: The bind values by name; keys the statement does not use are ignored.
+
+        Returns:
+            A dict of just the needed keys for `named` and `pyformat`, else a tuple in
+            placeholder order; None when the statement has no binds.
 
         Raises:
-            ArgumentError: a bind parameter has no value in ``params``.
+            ArgumentError: A bind parameter has no value in `params`, or `params` is not
+                a mapping.
         """
         keys = self._keys
         if not keys:
@@ -278,15 +295,26 @@ class CompiledSQL:
         if params is None:
             params = _NO_PARAMS
         try:
-            if self._as_dict:
-                return {key: params[key] for key in keys}
-            return tuple([params[key] for key in keys])
+            values = self._get(params)
         except (KeyError, TypeError):
             # Work out what went wrong only on failure, to keep the happy path short.
             error = self._bind_error(params)
             if error is None:
                 raise
             raise error from None
+        if len(keys) == 1:  # itemgetter of one key gives the value, not a tuple
+            values = (values,)
+        if self._as_dict:
+            return dict(zip(keys, values, strict=True))
+        return values
+
+    def _bind_shared(self, params: Mapping[str, Any] | None) -> Any:
+        """`bind()`, except that a dict holding exactly this statement's named binds is
+        returned as it is instead of copied: for the engine, which hands it straight to
+        the driver (which neither keeps nor changes it)."""
+        if self._as_dict and type(params) is dict and params.keys() == self._key_set:
+            return params if self._keys else None
+        return self.bind(params)
 
     def _bind_error(self, params: Any) -> ArgumentError | None:
         if not isinstance(params, Mapping):
@@ -315,31 +343,85 @@ class CompiledSQL:
         return f"<CompiledSQL {self.paramstyle} {_shorten(self.sql)!r} names={self.names!r}>"
 
 
-class TextClause:
-    """A textual SQL statement with ``:name`` binds; build it with :func:`text`.
+@lru_cache(maxsize=_COMPILED_CACHE_SIZE)
+def _compile(sql: str, paramstyle: str) -> CompiledSQL:
+    """``sql`` translated for ``paramstyle``; cached by text, for every TextClause."""
+    _check_paramstyle(paramstyle)
+    fragments, names = _parse(sql)
+    if not names:
+        return CompiledSQL(fragments[0], (), paramstyle)
+    if paramstyle in _PERCENT_STYLES:
+        fragments = tuple(f.replace("%", "%%") for f in fragments)
+    if paramstyle == "named":
+        marks = [":" + name for name in names]
+    elif paramstyle == "pyformat":
+        marks = [f"%({name})s" for name in names]
+    elif paramstyle == "qmark":
+        marks = ["?"] * len(names)
+    elif paramstyle == "format":
+        marks = ["%s"] * len(names)
+    else:  # numeric
+        numbers: dict[str, int] = {}
+        for name in names:
+            numbers.setdefault(name, len(numbers) + 1)
+        marks = [f":{numbers[name]}" for name in names]
+    parts = [fragments[0]]
+    for mark, fragment in zip(marks, fragments[1:], strict=True):
+        parts.append(mark)
+        parts.append(fragment)
+    return CompiledSQL("".join(parts), names, paramstyle)
 
-    Immutable.  :meth:`compile` results are cached on the instance, so keep
-    statements in module-level constants to pay for scanning once.
+
+class TextClause:
+    """A textual SQL statement with `:name` binds; make it with [`text()`][dbpool.text].
+
+    Immutable and safe to share between threads. Each statement text is scanned once
+    per paramstyle and the result cached (on the instance, and in a module-wide cache
+    of the most recent 1024 texts), so `text("...")` written inline costs little after
+    the first call, and a module-level constant costs nothing more.
+
+    Args:
+        sql: The statement.
+
+    Raises:
+        ArgumentError: `sql` is not a `str`.
+
+    Attributes:
+        text: The SQL as written.
+
+    Example:
+        ```python
+        import dbpool
+
+        statement = dbpool.text("SELECT * FROM users WHERE id = :id AND note <> ':id'")
+        print(statement.compile("qmark").sql)  # SELECT * FROM users WHERE id = ? AND note <> ':id'
+        print(statement.compile("pyformat").bind({"id": 7, "other": 1}))  # {'id': 7}
+        ```
     """
 
-    __slots__ = ("_cache", "_parsed", "text")
+    __slots__ = ("_cache", "text")
 
     text: str
     _cache: dict[str, CompiledSQL]
-    _parsed: tuple[tuple[str, ...], tuple[str, ...]] | None
 
     def __init__(self, sql: str) -> None:
         if not isinstance(sql, str):
             raise ArgumentError(f"SQL text must be a str, not {type(sql).__name__}")
         object.__setattr__(self, "text", sql)
         object.__setattr__(self, "_cache", {})
-        object.__setattr__(self, "_parsed", None)
 
     def compile(self, paramstyle: str) -> CompiledSQL:
-        """Return this statement translated for ``paramstyle`` (cached).
+        """This statement translated for one PEP 249 paramstyle (cached).
+
+        Args:
+            paramstyle: One of `named`, `pyformat`, `qmark`, `format`, `numeric`.
+
+        Returns:
+            The `CompiledSQL`: its `sql`, the bind `names` in order, and `bind(params)`,
+            which turns a dict into what the driver takes.
 
         Raises:
-            ArgumentError: ``paramstyle`` is not one of :data:`PARAMSTYLES`.
+            ArgumentError: `paramstyle` is not one of those.
         """
         compiled = self._cache.get(paramstyle)
         if compiled is not None:
@@ -347,35 +429,7 @@ class TextClause:
         return self._compile(paramstyle)
 
     def _compile(self, paramstyle: str) -> CompiledSQL:
-        _check_paramstyle(paramstyle)
-        parsed = self._parsed
-        if parsed is None:
-            parsed = _parse(self.text)
-            object.__setattr__(self, "_parsed", parsed)
-        fragments, names = parsed
-        if not names:
-            compiled = CompiledSQL(fragments[0], (), paramstyle)
-        else:
-            if paramstyle in _PERCENT_STYLES:
-                fragments = tuple(f.replace("%", "%%") for f in fragments)
-            if paramstyle == "named":
-                marks = [":" + name for name in names]
-            elif paramstyle == "pyformat":
-                marks = [f"%({name})s" for name in names]
-            elif paramstyle == "qmark":
-                marks = ["?"] * len(names)
-            elif paramstyle == "format":
-                marks = ["%s"] * len(names)
-            else:  # numeric
-                numbers: dict[str, int] = {}
-                for name in names:
-                    numbers.setdefault(name, len(numbers) + 1)
-                marks = [f":{numbers[name]}" for name in names]
-            parts = [fragments[0]]
-            for mark, fragment in zip(marks, fragments[1:], strict=True):
-                parts.append(mark)
-                parts.append(fragment)
-            compiled = CompiledSQL("".join(parts), names, paramstyle)
+        compiled = _compile(self.text, paramstyle)
         # Concurrent first compiles may race; setdefault keeps one shared winner.
         return self._cache.setdefault(paramstyle, compiled)
 
@@ -396,5 +450,33 @@ class TextClause:
 
 
 def text(sql: str) -> TextClause:
-    """Wrap textual SQL using ``:name`` bind parameters; see the module docs for the rules."""
+    """Textual SQL with `:name` bind parameters, for `Connection.execute()`.
+
+    Each bind is translated to the driver's placeholder style (`:name`, `%(name)s`,
+    `?`, ...). A bind is a colon followed by a name, not preceded by another colon or a
+    word character. Quoted strings and identifiers, comments, PostgreSQL dollar quotes,
+    `::casts` and array slices are left alone; write `\\:` for a literal colon that
+    would otherwise start a bind. For the `pyformat` and `format` styles every `%` is
+    doubled when the statement has binds.
+
+    Args:
+        sql: The statement.
+
+    Returns:
+        A [`TextClause`][dbpool.TextClause].
+
+    Raises:
+        ArgumentError: `sql` is not a `str`.
+
+    Example:
+        ```python
+        import dbpool
+
+        engine = dbpool.create_engine("sqlite://")
+        with engine.connect() as conn:
+            query = dbpool.text("SELECT :a + :b AS total, 'time: 12:30' AS note")
+            print(conn.execute(query, {"a": 1, "b": 2}).one())  # (3, 'time: 12:30')
+        engine.dispose()
+        ```
+    """
     return TextClause(sql)

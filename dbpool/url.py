@@ -1,6 +1,6 @@
 """Database URLs of the form ``dialect[+driver]://user:password@host:port/database?query``.
 
-:class:`URL` is immutable and hashable; its ``str()`` and ``repr()`` never show the
+[`URL`][dbpool.URL] is immutable and hashable; its ``str()`` and ``repr()`` never show the
 password, and neither does any error raised while parsing one.
 """
 
@@ -41,10 +41,37 @@ def _empty_query() -> Mapping[str, str]:
 
 @dataclass(frozen=True)
 class URL:
-    """An immutable database URL; parse one with :func:`make_url`.
+    """An immutable, hashable database URL; parse one with [`make_url`][dbpool.make_url].
 
     Empty ``username``, ``host`` and ``database`` are stored as None and the
-    drivername is lower-cased, so URLs that mean the same compare equal.
+    drivername is lower-cased, so URLs that mean the same compare equal. ``str()`` and
+    ``repr()`` show the password as ``***``, and so do password-like query values
+    (``sslpassword=``, ``PWD=`` inside ``odbc_connect=``);
+    [`render_as_string(hide_password=False)`][dbpool.URL.render_as_string] gives the
+    full URL. ``set()``, ``update_query()`` and ``difference_update_query()`` return
+    changed copies.
+
+    Attributes:
+        drivername: ``dialect[+driver]`` in lower case, e.g. ``"postgresql+psycopg"``.
+        username: The user name, percent-decoded, or None.
+        password: The password, percent-decoded, or None (an empty password is ``""``).
+        host: The host name or address (an IPv6 address without its brackets), or None.
+        port: The port, from 1 to 65535, or None for the driver's default.
+        database: The database name (for SQLite, the file path), or None.
+        query: The query parameters, a read-only mapping of ``str`` to ``str``: pool
+            settings and the driver's own parameters.
+
+    Raises:
+        ConfigError: When constructed directly with a field of the wrong type or range
+            (a port outside 1 to 65535, a host with a ``/`` in it, ...).
+
+    Example:
+        ```python
+        url = dbpool.make_url("postgresql://app:s%40cret@db:5432/shop?connection_limit=5")
+        url.host, url.port, url.password  # ('db', 5432, 's@cret')
+        str(url)  # 'postgresql://app:***@db:5432/shop?connection_limit=5'
+        url.set(database="other").update_query({"pool_timeout": "2"})
+        ```
     """
 
     drivername: str
@@ -114,16 +141,25 @@ class URL:
 
     @property
     def backend_name(self) -> str:
-        """The dialect, e.g. ``postgresql`` for ``postgresql+psycopg``."""
+        """The dialect: the drivername before ``+`` (``postgresql`` for ``postgresql+psycopg``)."""
         return self.drivername.partition("+")[0]
 
     @property
     def driver(self) -> str | None:
-        """The driver after ``+``, e.g. ``psycopg``, or None."""
+        """The driver named after ``+`` (``psycopg``), or None when the URL names none."""
         return self.drivername.partition("+")[2] or None
 
     def render_as_string(self, hide_password: bool = True) -> str:
-        """The URL as text; the password is shown as ``***`` when ``hide_password``."""
+        """The URL as text, with the password hidden unless asked for.
+
+        Args:
+            hide_password: Show the password, and password-like query values, as ``***``.
+                Pass False only to hand the URL to something that connects.
+
+        Returns:
+            The URL, percent-encoded so that [`make_url`][dbpool.make_url] parses it back
+            to an equal URL (when the password is not hidden).
+        """
         parts = [self.drivername, "://"]
         if self.username is not None or self.password is not None:
             if self.username is not None:
@@ -174,18 +210,48 @@ class URL:
         return (type(self), (*self._parts(), dict(self.query)))
 
     def set(self, **changes: Any) -> URL:
-        """A copy with the given fields replaced, e.g. ``url.set(database="other")``."""
+        """A copy with the given fields replaced, e.g. ``url.set(database="other")``.
+
+        Args:
+            **changes: New values for any of ``drivername``, ``username``, ``password``,
+                ``host``, ``port``, ``database`` and ``query``.
+
+        Returns:
+            The new URL; this one is unchanged.
+
+        Raises:
+            TypeError: For a name that is not a field of the URL.
+            ConfigError: For a value of the wrong type or range.
+        """
         unknown = sorted(changes.keys() - _FIELDS)
         if unknown:
             raise TypeError(f"URL.set() got unknown field(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
 
     def update_query(self, mapping: Mapping[str, str]) -> URL:
-        """A copy with the query parameters in ``mapping`` added or replaced."""
+        """A copy with the query parameters in ``mapping`` added or replaced.
+
+        Args:
+            mapping: Parameter names and their new values, both ``str``.
+
+        Returns:
+            The new URL; this one is unchanged.
+
+        Raises:
+            ConfigError: For a name or value that is not a ``str``.
+        """
         return dataclasses.replace(self, query={**self.query, **mapping})
 
     def difference_update_query(self, names: Iterable[str]) -> URL:
-        """A copy without the query parameters in ``names``; absent names are ignored."""
+        """A copy without the query parameters in ``names``.
+
+        Args:
+            names: The parameters to drop (a single ``str`` is one name); names the query
+                does not have are ignored.
+
+        Returns:
+            The new URL; this one is unchanged.
+        """
         # A bare str would otherwise be taken as a sequence of one-letter names.
         drop = frozenset((names,) if isinstance(names, str) else names)
         return dataclasses.replace(
@@ -194,17 +260,41 @@ class URL:
 
 
 def hide_secrets(text: str) -> str:
-    """``text`` with the value of each ``...PWD=``, ``...Password=`` or ``...Secret=`` pair of
-    a connection string (braced or not) shown as ``***``."""
+    """Mask the secrets of a connection string.
+
+    Args:
+        text: A connection string, such as an ODBC ``odbc_connect=`` value.
+
+    Returns:
+        ``text`` with the value of each ``...PWD=``, ``...Password=`` or ``...Secret=``
+        pair (braced or not) shown as ``***``.
+    """
     return _SECRET_IN_VALUE.sub(r"\1***", text)
 
 
 def make_url(name_or_url: str | URL) -> URL:
-    """Parse ``dialect[+driver]://user:password@host:port/database?query``.
+    """Parse a database URL, ``dialect[+driver]://user:password@host:port/database?query``.
 
-    A :class:`URL` is returned as is.
+    User name and password are percent-decoded (write ``%40`` for an ``@`` in a
+    password); IPv6 hosts are written in brackets (``[::1]:5432``); SQLite takes
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://`` (in memory).
 
-    Raises :class:`~dbpool.exc.ConfigError` for anything that is not a valid URL.
+    Args:
+        name_or_url: The URL as text; a [`URL`][dbpool.URL] is returned as it is.
+
+    Returns:
+        The parsed, immutable URL.
+
+    Raises:
+        ConfigError: For anything that is not a valid URL: no ``://``, a bad port, a
+            query parameter given twice, ... The message never shows the password.
+
+    Example:
+        ```python
+        url = dbpool.make_url("postgresql+psycopg://app:s%40cret@[::1]:5432/shop")
+        url.backend_name, url.driver, url.host  # ('postgresql', 'psycopg', '::1')
+        print(url)  # postgresql+psycopg://app:***@[::1]:5432/shop
+        ```
     """
     if isinstance(name_or_url, URL):
         return name_or_url

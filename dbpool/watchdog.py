@@ -2,7 +2,7 @@
 
 psycopg has no client-side timeout for a statement or a ping: a call to a server that
 stopped answering (a frozen host, a network partition that keeps both sockets open) waits
-for as long as the silence lasts. A :class:`SocketDeadline` belongs to one driver
+for as long as the silence lasts. A ``SocketDeadline`` belongs to one driver
 connection; ``arm(seconds)`` before a call and ``disarm()`` after it. If the call is still
 running at the deadline, the watchdog shuts the connection's socket down, which makes the
 blocked call fail at once, and ``disarm()`` then answers True: the caller knows that the

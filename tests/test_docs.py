@@ -93,11 +93,38 @@ def test_the_docs_have_python_blocks() -> None:
 
 
 def test_the_api_reference_covers_every_public_name() -> None:
+    """docs/api.md has a generated entry (``::: dbpool.Name``) for every public name."""
     import dbpool
 
     reference = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    missing = [name for name in dbpool.__all__ if f"`{name}`" not in reference]
-    assert not missing, f"docs/api.md does not document: {', '.join(missing)}"
+    entries = set(re.findall(r"(?m)^::: dbpool\.(\w+)\s*$", reference))
+    missing = [name for name in dbpool.__all__ if name not in entries]
+    assert not missing, f"docs/api.md has no '::: dbpool.NAME' entry for: {', '.join(missing)}"
+
+
+def test_the_cli_page_covers_every_option() -> None:
+    """docs/cli.md has a section for each ``dbpool`` subcommand naming all its options."""
+    import argparse
+
+    from dbpool.cli import _parser
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    sections = {
+        part.partition("\n")[0].strip("` "): part for part in re.split(r"(?m)^## ", page)[1:]
+    }
+    commands = next(
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, command in commands.choices.items():
+        section = sections.get(f"dbpool {name}")
+        assert section is not None, f"docs/cli.md has no '## `dbpool {name}`' section"
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            spellings = action.option_strings or [action.metavar or action.dest]
+            assert any(f"`{spelling}" in section for spelling in spellings), (
+                f"docs/cli.md does not describe {'/'.join(spellings)} of dbpool {name}"
+            )
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])

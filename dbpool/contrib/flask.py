@@ -50,8 +50,43 @@ class DBPool:
     """dbpool for Flask apps: ``DBPool(app)``, or ``DBPool()`` then ``init_app(app)``.
 
     One instance may serve several apps (application factories); each app gets its own
-    engine, made by :meth:`init_app` and disposed when the process exits normally (or
-    when the app is garbage-collected, whichever comes first).
+    engine, made by [`init_app`][dbpool.contrib.flask.DBPool.init_app] from the app's
+    config and disposed when the process exits normally (or when the app is
+    garbage-collected, whichever comes first). Needs ``pip install "dbpool[flask]"``;
+    the [Flask guide](integrations/flask.md) has the whole story.
+
+    The app's config:
+
+    - ``DATABASE_URL``: the database URL (else the ``DATABASE_URL`` environment
+      variable).
+    - ``DBPOOL_SETTINGS``: a dict of pool settings and ``create_engine`` keywords, which
+      override the URL's.
+    - ``DIRECT_URL``: the direct URL for ``engine.direct()`` (else the environment's,
+      when the URL came from the environment too).
+
+    Args:
+        app: The app to set up now; None to call ``init_app`` later.
+
+    Raises:
+        ConfigError: When the app has no database URL, or a bad URL or setting.
+
+    Example:
+        ```python
+        from flask import Flask
+        from dbpool import text
+        from dbpool.contrib.flask import DBPool
+
+        app = Flask(__name__)
+        app.config["DATABASE_URL"] = "postgresql://app@db:5432/shop?connection_limit=8"
+        db = DBPool(app)
+
+        @app.get("/users/<int:id>")
+        def user(id):
+            row = db.connection().execute(
+                text("SELECT name FROM users WHERE id = :id"), {"id": id}
+            ).one()
+            return {"name": row.name}
+        ```
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -59,7 +94,19 @@ class DBPool:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Make ``app``'s engine (nothing is opened yet) and hook the extension into it."""
+        """Make ``app``'s engine (nothing is opened yet) and hook the extension into it.
+
+        It also returns each app context's connection at teardown, adds the
+        ``flask dbpool`` commands (``check``, ``status``) and puts ``db`` in
+        ``flask shell``.
+
+        Args:
+            app: The Flask app.
+
+        Raises:
+            ConfigError: When the app has no database URL, or a bad URL or setting.
+            RuntimeError: When dbpool is already set up on this app.
+        """
         if EXTENSION in app.extensions:
             raise RuntimeError(
                 f"dbpool is already set up on Flask app {app.name!r}: call init_app() once "
@@ -78,7 +125,14 @@ class DBPool:
 
     @property
     def engine(self) -> Engine:
-        """The current app's engine (needs an app context; see :meth:`get_engine`)."""
+        """The current app's engine; needs an app context (a request, a ``flask``
+        command, or ``with app.app_context():``).
+
+        Raises:
+            RuntimeError: Outside an app context (use
+                [`get_engine(app)`][dbpool.contrib.flask.DBPool.get_engine] there), or
+                when dbpool is not set up on the app.
+        """
         if not has_app_context():
             raise RuntimeError(
                 "DBPool.engine needs a Flask application context, as in a request or a "
@@ -88,7 +142,18 @@ class DBPool:
         return self.get_engine(current_app)
 
     def get_engine(self, app: Flask | None = None) -> Engine:
-        """``app``'s engine (the current app's when not given); no app context needed."""
+        """An app's engine; no app context needed when ``app`` is given.
+
+        Args:
+            app: The app; None for the current app.
+
+        Returns:
+            The engine ``init_app`` made for the app.
+
+        Raises:
+            RuntimeError: When dbpool is not set up on the app, or ``app`` is None outside
+                an app context.
+        """
         if app is None:
             return self.engine
         engine = app.extensions.get(EXTENSION)
@@ -105,6 +170,13 @@ class DBPool:
 
         Commit as you go (``conn.commit()``): whatever is not committed when the context
         ends is rolled back, also when the view raised.
+
+        Returns:
+            The context's [`Connection`][dbpool.Connection].
+
+        Raises:
+            RuntimeError: Outside an app context.
+            PoolTimeoutError: When no connection became free within ``pool_timeout``.
         """
         engine = self.engine
         conn: Connection | None = g.get(_G_CONNECTION)
@@ -115,11 +187,25 @@ class DBPool:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A transaction on the app context's connection (:meth:`connection`): committed
-        when the block ends, rolled back if it raises. Yields that connection.
+        """A transaction on the app context's connection: committed when the block ends,
+        rolled back if it raises.
 
-        It starts a transaction of its own, so none may be open on the connection: commit
-        or roll back earlier statements first, or run them inside the block.
+        It starts a transaction of its own on
+        [`connection()`][dbpool.contrib.flask.DBPool.connection], so a request never
+        holds two connections; none may be open on it: commit or roll back earlier
+        statements first, or run them inside the block.
+
+        Yields:
+            The context's [`Connection`][dbpool.Connection], in the transaction.
+
+        Raises:
+            ArgumentError: When a transaction is already open on the connection.
+
+        Example:
+            ```python
+            with db.begin() as conn:
+                conn.execute(text("UPDATE stock SET n = n - 1 WHERE id = :id"), {"id": 7})
+            ```
         """
         conn = self.connection()
         if conn.in_transaction():

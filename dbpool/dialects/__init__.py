@@ -1,4 +1,4 @@
-"""Dialects: one module per database, each a subclass of :class:`Dialect`.
+"""Dialects: one module per database, each a subclass of ``Dialect``.
 
 Modules are imported only when a URL names them, so a driver that is not installed
 costs nothing until it is used.

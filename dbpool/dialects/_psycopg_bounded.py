@@ -3,7 +3,7 @@
 psycopg waits for a reply as long as it takes: it has no client-side timeout. With
 ``socket_timeout`` set, the PostgreSQL dialect connects with the classes made here, whose
 ``execute``, ``executemany``, ``commit`` and ``rollback`` arm the connection's
-:class:`~dbpool.watchdog.SocketDeadline` for the length of the call. A call still
+``dbpool.watchdog.SocketDeadline`` for the length of the call. A call still
 running at the deadline has its socket shut down by the watchdog, so it fails at once;
 it then raises ``OperationalError`` saying which timeout ran out, and the connection is
 spent (the engine and the pool discard it as a lost connection).

@@ -27,7 +27,31 @@ _PER_USER_LIMIT_WORDS = ("for role", "for database", "max_user_connections")
 
 
 class Dialect:
-    """Base class: subclasses set the class attributes and override what differs."""
+    """What an engine knows about its database: ``engine.dialect``.
+
+    One subclass per database (``sqlite``, ``postgresql``, ``mysql``, ``mssql``,
+    ``odbc``) owns everything database-specific: importing the driver lazily, turning
+    the URL into connect arguments, ping, reset on return, disconnect detection and the
+    driver's paramstyle; the pool knows nothing about any database. The engine makes its
+    dialect from the URL. What an application may read:
+
+    Attributes:
+        name: The database: ``"sqlite"``, ``"postgresql"``, ``"mysql"``, ``"mssql"`` or
+            ``"odbc"``.
+        driver: The DB-API module it imports: ``"sqlite3"``, ``"psycopg"``,
+            ``"pymysql"`` or ``"pyodbc"``.
+        extra: The pip extra that installs the driver (``pip install "dbpool[extra]"``).
+        paramstyle: The driver's PEP 249 paramstyle, which [`text()`][dbpool.text]
+            statements are translated to.
+        url: The engine's [`URL`][dbpool.URL].
+        config: The engine's [`EngineConfig`][dbpool.EngineConfig].
+        dbapi: The imported driver module.
+        application_name: The name this engine's connections carry on the server
+            (PostgreSQL's ``application_name``, MySQL's ``program_name``), or None where
+            there is no such name; by default ``dbpool:`` and the program.
+        server_limit: The server's connection limit once the check at pool start found
+            it, else None.
+    """
 
     name: ClassVar[str] = "base"  # used in log lines: "Starting a <name> pool ..."
     driver: ClassVar[str] = ""  # the DB-API module to import
@@ -103,7 +127,11 @@ class Dialect:
         )
 
     def describe(self) -> str:
-        """Where the database is, for messages: host, port and database, never a password."""
+        """Where the database is, for messages and logs.
+
+        Returns:
+            ``host:port/database`` (a file name for SQLite), never a password.
+        """
         url = self.url
         host = f"[{url.host}]" if url.host and ":" in url.host else (url.host or "localhost")
         port_number = url.port or self.default_port

@@ -312,8 +312,20 @@ class PostgreSQLDialect(Dialect):
         result = cursor.pgresult
         if result is None or result.status not in _ROW_STATUSES:
             return None
+        fname = result.fname
+        names = []
+        for i in range(result.nfields):
+            name = fname(i)
+            if not name.isascii():
+                break
+            names.append(name.decode())
+        else:
+            # ASCII reads the same in every client encoding: no need to ask psycopg for
+            # the connection's, which costs several times the rest (a ConnectionInfo
+            # and a codec lookup per call).
+            return tuple(names)
         encoding = cursor.connection.info.encoding
-        return tuple(result.fname(i).decode(encoding) for i in range(result.nfields))
+        return tuple(fname(i).decode(encoding) for i in range(result.nfields))
 
     def reap_idle(self, conn: Any, *, older_than: float) -> int:
         return reap_postgresql(self, conn, older_than)

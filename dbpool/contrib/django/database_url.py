@@ -1,6 +1,6 @@
 """``config()``: a whole ``DATABASES`` entry from a database URL.
 
-The URL is checked exactly as :func:`dbpool.create_engine` checks it (the same
+The URL is checked exactly as ``dbpool.create_engine()`` checks it (the same
 messages, the same "did you mean"), and each part lands where Django's backend reads
 it: pool settings and driver parameters in ``OPTIONS``, ``isolation_level`` in the
 format of Django's backend for that database.
@@ -28,11 +28,34 @@ _SQLITE_URI_PARAMS = ("mode", "cache", "immutable", "nolock", "vfs")
 
 
 def config(url: str | URL | None = None, **settings: Any) -> dict[str, Any]:
-    """A ``DATABASES`` entry for ``url`` (or ``DATABASE_URL``), e.g.
-    ``DATABASES = {"default": config()}``.
+    """A whole ``DATABASES`` entry for a database URL, on dbpool's Django backends.
 
-    Pool settings come from the URL query; keyword arguments override them. Anything
-    unknown or invalid raises Django's ``ImproperlyConfigured`` with dbpool's message.
+    The URL is checked exactly as [`create_engine`][dbpool.create_engine] checks it, and
+    each part lands where Django's backend reads it: ``ENGINE`` is dbpool's backend for
+    the database, ``CONN_MAX_AGE`` is 0 (the pool keeps the connections), pool settings
+    and driver parameters go in ``OPTIONS``, ``isolation_level`` in the form Django's
+    backend for that database takes.
+
+    Args:
+        url: The database URL (``postgresql://``, ``mysql://``, ``mariadb://`` or
+            ``sqlite://``); None reads ``DATABASE_URL``.
+        **settings: Pool settings; they override the same names in the URL query.
+
+    Returns:
+        The ``DATABASES`` entry: ``ENGINE``, ``NAME``, ``USER``, ``PASSWORD``, ``HOST``,
+        ``PORT``, ``CONN_MAX_AGE`` and ``OPTIONS``.
+
+    Raises:
+        django.core.exceptions.ImproperlyConfigured: For no URL, a database with no
+            dbpool backend, or an unknown or invalid setting (with dbpool's message).
+
+    Example:
+        ```python
+        # settings.py
+        from dbpool.contrib.django import config
+
+        DATABASES = {"default": config(connection_limit=8)}  # the URL from DATABASE_URL
+        ```
     """
     if url is None:
         url = os.environ.get("DATABASE_URL")

@@ -1,6 +1,6 @@
 """The process-wide pools behind the Django backends.
 
-One :class:`~dbpool.Engine` per distinct connection: the same driver connect parameters,
+One ``Engine`` per distinct connection: the same driver connect parameters,
 the same per-connection setup (time zone, role, isolation level, init commands) and the
 same pool settings. Every thread and every alias with those settings checks out of that
 one pool; different settings get a pool of their own. Keys hold the password in memory

@@ -1,0 +1,207 @@
+"""What the statement hot path's shortcuts must not lose: exact query counts from many
+threads, engine.begin()'s commit / rollback / return, compiled text() shared by text,
+and Result.lastrowid with and without the driver having one (real sqlite3)."""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbpool import ArgumentError, Engine, IntegrityError, create_engine, text
+from dbpool.histogram import _BATCH, QUERY_BUCKETS, Histogram
+from dbpool.result import Result
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    made = create_engine(f"sqlite:///{tmp_path / 'hot.db'}", connection_limit=2)
+    with made.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, x INTEGER UNIQUE)"))
+    yield made
+    made.dispose()
+
+
+# --------------------------------------------------------------------------- histogram
+
+
+def test_histogram_counts_every_observation_from_many_threads_exactly() -> None:
+    histogram = Histogram(QUERY_BUCKETS)
+    threads, each = 8, 5 * _BATCH + 7  # batches fold while others keep observing
+    start = threading.Barrier(threads)
+
+    def observe(value: float) -> None:
+        start.wait()
+        for _ in range(each):
+            histogram.observe(value)
+
+    workers = [
+        threading.Thread(target=observe, args=(0.0001 if i % 2 else 0.2,)) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    buckets, count, total = histogram.snapshot()
+    assert count == histogram.count == threads * each
+    assert total == pytest.approx(histogram.sum) == pytest.approx(each * 4 * (0.0001 + 0.2))
+    cumulative = dict(buckets)
+    assert cumulative[0.0005] == each * 4  # the fast half
+    assert cumulative[0.25] == cumulative[float("inf")] == threads * each
+
+
+def test_histogram_reads_are_exact_before_a_batch_fills() -> None:
+    histogram = Histogram(QUERY_BUCKETS)
+    histogram.observe(0.002)
+    assert (histogram.count, histogram.sum) == (1, 0.002)
+    buckets, count, _ = histogram.snapshot(extra_zeros=2)
+    assert count == 3 and dict(buckets)[0.0005] == 2 and dict(buckets)[0.005] == 3
+
+
+def test_histogram_bounds_are_inclusive_upper_bounds() -> None:
+    histogram = Histogram(QUERY_BUCKETS)
+    for value in (0.001, 0.0010001, 10.0, 11.0):
+        histogram.observe(value)
+    cumulative = dict(histogram.snapshot()[0])
+    assert cumulative[0.0005] == 0 and cumulative[0.001] == 1 and cumulative[0.005] == 2
+    assert cumulative[10.0] == 3 and cumulative[float("inf")] == 4
+
+
+def test_queries_total_counts_each_successful_statement(engine: Engine) -> None:
+    before = engine.queries_total
+    with engine.begin() as conn:
+        for i in range(_BATCH + 3):
+            conn.execute(text("INSERT INTO t (x) VALUES (:x)"), {"x": i})
+        with pytest.raises(IntegrityError):
+            conn.execute(text("INSERT INTO t (x) VALUES (:x)"), {"x": 0})  # not counted
+    assert engine.queries_total - before == _BATCH + 3
+
+
+# --------------------------------------------------------------------------- engine.begin()
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+
+def test_begin_commits_and_returns_the_connection(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (1)"))
+        assert conn.in_transaction()
+    assert conn.closed and engine.status().busy == 0
+    assert _count(engine) == 1
+
+
+def test_begin_rolls_back_on_error_and_returns_the_connection(engine: Engine) -> None:
+    with pytest.raises(KeyError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (1)"))
+        raise KeyError("boom")
+    assert conn.closed and engine.status().busy == 0
+    assert _count(engine) == 0
+
+
+def test_begin_leaves_a_transaction_ended_in_the_block_alone(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (1)"))
+        conn.commit()
+        conn.execute(text("INSERT INTO t (x) VALUES (2)"))
+        conn.rollback()
+    assert _count(engine) == 1 and engine.status().busy == 0
+
+
+def test_a_failed_commit_still_returns_the_connection(engine: Engine) -> None:
+    # The sqlite dialect turns foreign keys on; a deferred one is checked at COMMIT.
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE child (p INTEGER REFERENCES t (id) DEFERRABLE "
+                             "INITIALLY DEFERRED)")  # fmt: skip
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO child (p) VALUES (99)"))
+        inserted = True
+    assert inserted  # so the commit, not the statement, failed
+    assert conn.closed and engine.status().busy == 0
+
+
+def test_begin_checks_out_at_the_start_of_the_block(engine: Engine) -> None:
+    block = engine.begin()
+    assert engine.status().busy == 0
+    with block as conn:
+        assert engine.status().busy == 1 and not conn.closed
+    assert engine.status().busy == 0
+
+
+# --------------------------------------------------------------------------- text() and Result
+
+
+def test_inline_text_is_compiled_once_per_text(engine: Engine) -> None:
+    sql = "SELECT :a + :b  -- hot path"
+    first = text(sql).compile("qmark")
+    assert text(sql).compile("qmark") is first
+    with engine.connect() as conn:
+        assert conn.execute(text(sql), {"a": 1, "b": 2}).scalar() == 3
+
+
+def test_params_may_be_any_mapping(engine: Engine) -> None:
+    from types import MappingProxyType
+
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT :a"), MappingProxyType({"a": 5})).scalar()
+    assert got == 5
+
+
+class _NoLastRowId:
+    rowcount = 3
+    description = None
+
+
+class _WithLastRowId(_NoLastRowId):
+    lastrowid = 42
+
+
+@pytest.mark.parametrize(("cursor", "expected"), [(_NoLastRowId(), None), (_WithLastRowId(), 42)])
+def test_lastrowid_is_the_drivers_where_it_has_one(cursor: Any, expected: int | None) -> None:
+    for _ in range(2):  # the second time from what was learnt of the cursor class
+        result = Result(cursor, None)
+        assert (result.lastrowid, result.rowcount, result.returns_rows) == (expected, 3, False)
+
+
+def test_lastrowid_on_sqlite(engine: Engine) -> None:
+    with engine.begin() as conn:
+        result = conn.execute(text("INSERT INTO t (x) VALUES (7)"))
+        assert result.lastrowid == conn.execute(text("SELECT id FROM t WHERE x = 7")).scalar()
+
+
+# --------------------------------------------------------------------------- leak warnings
+
+
+def test_a_lost_connection_is_reported_at_the_line_that_checked_it_out(engine: Engine) -> None:
+    conn = engine.connect()
+    line = sys._getframe().f_lineno - 1
+    with pytest.warns(ResourceWarning, match=re.escape(f"{__file__}:{line}")):
+        del conn
+        gc.collect()
+    block = engine.begin()
+    line = sys._getframe().f_lineno - 1
+    conn = block.__enter__()  # and never left
+    with pytest.warns(ResourceWarning, match=re.escape(f"{__file__}:{line}")):
+        del conn, block
+        gc.collect()
+
+
+def test_the_engine_passes_an_exact_dict_of_binds_through_and_copies_the_rest() -> None:
+    compiled = text("SELECT :a, :b, :a").compile("pyformat")
+    exact = {"a": 1, "b": 2}
+    assert compiled._bind_shared(exact) is exact
+    extra = {"a": 1, "b": 2, "c": 3}
+    assert compiled._bind_shared(extra) == exact and compiled.bind(exact) is not exact
+    with pytest.raises(ArgumentError, match="'b'"):
+        compiled._bind_shared({"a": 1, "c": 3})
+    assert text("SELECT '100%'").compile("pyformat")._bind_shared({}) is None
+    assert text("SELECT :a, :b, :a").compile("qmark")._bind_shared(exact) == (1, 2, 1)
+    assert text("SELECT :a").compile("numeric").bind({"a": 5}) == (5,)
