@@ -114,6 +114,31 @@ def _end_of_block_comment(sql: str, pos: int) -> int:
     return pos
 
 
+def _end_of_literal(sql: str, pos: int, token: str) -> int | None:
+    """Index just past the string literal, quoted identifier, comment or dollar-quoted
+    body that ``token`` (found at ``pos``) opens; None when a ``$`` opens nothing."""
+    if token == "'":
+        # E'...' (any case) takes C-style backslash escapes; the E must be a
+        # word of its own, or "name'" would be misread.
+        e_string = pos > 0 and sql[pos - 1] in "eE" and (pos < 2 or sql[pos - 2] not in _WORD)
+        return _end_of_quoted(sql, pos + 1, "'", e_string)
+    if token == '"' or token == "`":
+        return _end_of_quoted(sql, pos + 1, token, False)
+    if token == "--":
+        nl = _NEWLINE.search(sql, pos + 2)
+        return len(sql) if nl is None else nl.end()
+    if token == "/*":
+        return _end_of_block_comment(sql, pos + 2)
+    # "$": after an identifier character '$' belongs to the identifier (PostgreSQL
+    # allows it there), and "$1" is a positional parameter.
+    in_word = pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] in "_$")
+    tag = None if in_word else _DOLLAR_TAG.match(sql, pos)
+    if tag is None:
+        return None
+    end = sql.find(tag.group(), tag.end())
+    return len(sql) if end < 0 else end + len(tag.group())
+
+
 def _parse(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split ``sql`` into literal fragments and the bind names between them.
 
@@ -125,7 +150,6 @@ def _parse(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     pending: list[str] = []  # pieces of the current fragment, split only by escapes
     start = 0  # first character not yet copied into ``pending``
     pos = 0
-    n = len(sql)
     while True:
         m = _SPECIAL.search(sql, pos)
         if m is None:
@@ -150,28 +174,9 @@ def _parse(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 pos += 2
             else:
                 pos += 1
-        elif token == "'":
-            # E'...' (any case) takes C-style backslash escapes; the E must be a
-            # word of its own, or "name'" would be misread.
-            e_string = pos > 0 and sql[pos - 1] in "eE" and (pos < 2 or sql[pos - 2] not in _WORD)
-            pos = _end_of_quoted(sql, pos + 1, "'", e_string)
-        elif token == '"' or token == "`":
-            pos = _end_of_quoted(sql, pos + 1, token, False)
-        elif token == "--":
-            nl = _NEWLINE.search(sql, pos + 2)
-            pos = n if nl is None else nl.end()
-        elif token == "/*":
-            pos = _end_of_block_comment(sql, pos + 2)
-        else:  # "$"
-            # After an identifier character '$' belongs to the identifier
-            # (PostgreSQL allows it there), and "$1" is a positional parameter.
-            in_word = pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] in "_$")
-            tag = None if in_word else _DOLLAR_TAG.match(sql, pos)
-            if tag is None:
-                pos += 1
-                continue
-            end = sql.find(tag.group(), tag.end())
-            pos = n if end < 0 else end + len(tag.group())
+        else:
+            end = _end_of_literal(sql, pos, token)
+            pos = pos + 1 if end is None else end
     pending.append(sql[start:])
     fragments.append("".join(pending))
     return tuple(fragments), tuple(names)
@@ -188,7 +193,6 @@ def code_only(sql: str) -> str:
     """
     out: list[str] = []
     start = pos = 0
-    n = len(sql)
     while True:
         m = _SPECIAL.search(sql, pos)
         if m is None:
@@ -198,24 +202,10 @@ def code_only(sql: str) -> str:
         if token == ":" or token == "\\":
             pos += 1
             continue
-        if token == "$":
-            in_word = pos > 0 and (sql[pos - 1].isalnum() or sql[pos - 1] in "_$")
-            tag = None if in_word else _DOLLAR_TAG.match(sql, pos)
-            if tag is None:
-                pos += 1
-                continue
-            body = sql.find(tag.group(), tag.end())
-            end = n if body < 0 else body + len(tag.group())
-        elif token == "'":
-            e_string = pos > 0 and sql[pos - 1] in "eE" and (pos < 2 or sql[pos - 2] not in _WORD)
-            end = _end_of_quoted(sql, pos + 1, "'", e_string)
-        elif token == '"' or token == "`":
-            end = _end_of_quoted(sql, pos + 1, token, False)
-        elif token == "--":
-            nl = _NEWLINE.search(sql, pos + 2)
-            end = n if nl is None else nl.end()
-        else:  # "/*"
-            end = _end_of_block_comment(sql, pos + 2)
+        end = _end_of_literal(sql, pos, token)
+        if end is None:
+            pos += 1
+            continue
         out.append(sql[start:pos])
         if token == '"' or token == "`":
             name = sql[pos + 1 : end - 1]

@@ -191,32 +191,25 @@ def guarded_cursor(base: type[Any], dbapi: Any, tracked: frozenset[str]) -> type
         better: BaseException = protocol_violation(f"{message}: {hint}")
         return better
 
+    def guarded(method: Any, cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str):
+            kind = session_state(query, tracked)
+            if kind is not None:
+                raise refusal(kind, query)
+        try:
+            return method(cursor, query, *args, **kwargs)
+        except protocol_violation as exc:
+            better = explained(exc)
+            if better is exc:
+                raise
+            raise better from exc
+
     class PgBouncerCursor(base):  # type: ignore[misc]
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            if isinstance(query, str):
-                kind = session_state(query, tracked)
-                if kind is not None:
-                    raise refusal(kind, query)
-            try:
-                return execute(self, query, params, **kwargs)
-            except protocol_violation as exc:
-                better = explained(exc)
-                if better is exc:
-                    raise
-                raise better from exc
+            return guarded(execute, self, query, params, **kwargs)
 
         def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
-            if isinstance(query, str):
-                kind = session_state(query, tracked)
-                if kind is not None:
-                    raise refusal(kind, query)
-            try:
-                return executemany(self, query, params_seq, **kwargs)
-            except protocol_violation as exc:
-                better = explained(exc)
-                if better is exc:
-                    raise
-                raise better from exc
+            return guarded(executemany, self, query, params_seq, **kwargs)
 
     PgBouncerCursor.__name__ = PgBouncerCursor.__qualname__ = f"PgBouncer{base.__name__}"
     return PgBouncerCursor
