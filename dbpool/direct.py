@@ -182,6 +182,9 @@ class _NotCounted(Histogram):
     def observe(self, value: float) -> None:
         pass
 
+    def fold(self) -> None:
+        self.pending.clear()  # what the engine appended: dropped uncounted
+
 
 _NOT_COUNTED = _NotCounted(QUERY_BUCKETS)
 
@@ -193,9 +196,13 @@ class DirectConnection(Connection):
     __slots__ = ("_pid", "_target")
 
     def __init__(self, engine: Engine, target: DirectTarget, dbapi_connection: Any) -> None:
-        super().__init__(engine, _Record(dbapi_connection, time.monotonic(), math.inf, 0, 0))
+        # The pool's epoch, so the engine's inlined fork test passes in this process and
+        # sends a forked child to _live_record() below.
+        record = _Record(dbapi_connection, time.monotonic(), math.inf, 0, engine.pool._epoch)
+        super().__init__(engine, record)
         self._dialect = target.dialect
         self._queries = _NOT_COUNTED
+        self._timings = _NOT_COUNTED.pending
         self._target = target
         self._pid = os.getpid()
 

@@ -23,6 +23,7 @@ from dbpool.exc import (
     is_dbapi_error,
     wrap_dbapi_error,
 )
+from dbpool.histogram import BATCH as _HISTOGRAM_BATCH
 from dbpool.histogram import QUERY_BUCKETS, Histogram
 from dbpool.lifecycle import ExitHooks
 from dbpool.metrics import Metrics
@@ -320,7 +321,7 @@ class Connection:
     """
 
     __slots__ = ("_closed", "_code", "_dialect", "_engine", "_explicit", "_in_transaction",
-                 "_invalid", "_lasti", "_pool", "_queries", "_record")  # fmt: skip
+                 "_invalid", "_lasti", "_pool", "_queries", "_record", "_timings")  # fmt: skip
 
     def __init__(self, engine: Engine, record: _Record, code: Any = None, lasti: int = 0) -> None:
         self._engine = engine
@@ -332,6 +333,7 @@ class Connection:
         self._code = code
         self._lasti = lasti
         self._queries = engine.query_histogram  # a direct connection's go uncounted
+        self._timings = self._queries.pending
         self._in_transaction = False
         self._explicit = False  # a transaction opened by begin()
         self._invalid = False
@@ -373,9 +375,10 @@ class Connection:
         return self._in_transaction
 
     def _live_record(self) -> _Record:
+        # The statement path inlines the first test: a record of this process's pool.
         record = self._record
         if record is not None:
-            if self._pool.inherited(record):
+            if record.epoch != self._pool._epoch:  # pool.inherited(), without the call
                 raise ResourceClosedError(INHERITED_AFTER_FORK)
             return record
         if self._closed:
@@ -429,20 +432,30 @@ class Connection:
             engine.dispose()
             ```
         """
-        if not isinstance(statement, TextClause):
+        if type(statement) is not TextClause and not isinstance(statement, TextClause):
             raise ArgumentError(
                 "execute() takes a statement made with dbpool.text(); "
                 "use exec_driver_sql() for a raw SQL string"
             )
-        paramstyle = self._dialect.paramstyle
-        compiled = statement._cache.get(paramstyle)  # compile()'s cache, without the call
-        if compiled is None:
-            compiled = statement.compile(paramstyle)
+        try:
+            compiled = statement._cache[self._dialect.paramstyle]  # compile()'s cache
+        except KeyError:
+            compiled = statement.compile(self._dialect.paramstyle)
         # A plain dict first: isinstance() against the Mapping ABC costs far more.
-        if params is None or type(params) is dict or isinstance(params, Mapping):
-            return self._run(compiled.sql, compiled._bind_shared(params), False)
+        if type(params) is dict:
+            take = compiled._take
+            if take is None:
+                return self._run(compiled.sql, compiled._bind_shared(params), False, params)
+            try:
+                values = take(params)
+            except KeyError:
+                compiled.bind(params)  # raises the ArgumentError naming what is missing
+                raise
+            return self._run(compiled.sql, values, False, params)
+        if params is None or isinstance(params, Mapping):
+            return self._run(compiled.sql, compiled.bind(params), False, params)
         if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
-            return self._run(compiled.sql, [compiled.bind(p) for p in params], True)
+            return self._run(compiled.sql, [compiled.bind(p) for p in params], True, params)
         raise ArgumentError("params must be a dict, a list of dicts, or None")
 
     def exec_driver_sql(self, statement: str, params: Any = None) -> Result:
@@ -475,11 +488,13 @@ class Connection:
             isinstance(params, list) and bool(params) and not isinstance(params[0], (str, bytes))
         )
         many = many and isinstance(params[0], (Mapping, tuple, list))
-        return self._run(statement, params, many)
+        return self._run(statement, params, many, params)
 
-    def _run(self, sql: str, params: Any, many: bool) -> Result:
-        record = self._live_record()
-        dbapi_connection = record.dbapi_connection
+    def _run(self, sql: str, params: Any, many: bool, shown: Any) -> Result:
+        """Run ``sql`` with the driver's ``params``; ``shown`` are the caller's, for errors."""
+        record = self._record
+        if record is None or record.epoch != self._pool._epoch:
+            record = self._live_record()
         if self._engine.echo:
             logger.info("%s", sql)
         dialect = self._dialect
@@ -490,22 +505,26 @@ class Connection:
         cursor = record.cursor
         try:
             if not self._in_transaction and not dialect.autocommit:
-                dialect.do_begin(dbapi_connection)
+                dialect.do_begin(record.dbapi_connection)
                 self._in_transaction = True
             if cursor is None:
-                cursor = record.cursor = dbapi_connection.cursor()
+                cursor = record.cursor = record.dbapi_connection.cursor()
             if many:
                 cursor.executemany(sql, params)
             elif params is None:
                 cursor.execute(sql)
             else:
                 cursor.execute(sql, params)
-            result = Result(cursor, dialect.column_names(cursor))
+            result = dialect.result(cursor)
         except Exception as exc:
             record.cursor = None
-            self._handle_error(exc, record, sql, params, cursor)
+            self._handle_error(exc, record, sql, None if params is None else shown, cursor)
             raise  # not reached: _handle_error raises
-        self._queries.observe(_monotonic() - start)
+        # Histogram.observe(), inlined: one append, and a fold once a batch is full.
+        timings = self._timings
+        timings.append(_monotonic() - start)
+        if len(timings) >= _HISTOGRAM_BATCH:
+            self._queries.fold()
         return result
 
     def _handle_error(self, exc: Exception, record: _Record, sql: str, params: Any,
@@ -556,7 +575,9 @@ class Connection:
                 "A transaction is already open on this Connection (statements begin one "
                 "implicitly); commit() or rollback() it first"
             )
-        record = self._live_record()
+        record = self._record
+        if record is None or record.epoch != self._pool._epoch:
+            record = self._live_record()
         try:
             self._dialect.begin_explicit(record.dbapi_connection)
         except Exception as exc:
@@ -590,7 +611,9 @@ class Connection:
         self._end(commit=False)
 
     def _end(self, *, commit: bool) -> None:
-        record = self._live_record()
+        record = self._record
+        if record is None or record.epoch != self._pool._epoch:
+            record = self._live_record()
         if not self._in_transaction:
             return
         conn = record.dbapi_connection
@@ -619,7 +642,7 @@ class Connection:
         if record is None:
             return
         pool = self._pool
-        if pool.inherited(record):  # the parent's socket: send nothing on it
+        if record.epoch != pool._epoch:  # the parent's socket: send nothing on it
             pool.checkin(record)
             return
         conn = record.dbapi_connection
@@ -770,7 +793,7 @@ class _Begin:
         try:
             if conn._in_transaction:  # not ended inside the block
                 if exc_type is None:
-                    conn.commit()
+                    conn._end(commit=True)
                 else:
                     conn.rollback()
         finally:

@@ -3,7 +3,8 @@
 ``observe()`` only appends the value to a list (atomic in CPython, no lock taken);
 the values are sorted into buckets in batches, under the lock, by the observer that
 fills the batch and by every read (``count``, ``sum``, ``snapshot()``), so reads are
-exact."""
+exact. The engine's statement path does what ``observe()`` does itself, on ``pending``
+and ``fold()``, to save a call per statement."""
 
 from __future__ import annotations
 
@@ -17,33 +18,33 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 QUERY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Observations kept before one observer sorts them into buckets: bounds the memory of a
 # histogram nobody reads, and makes the sorting a rare, batched cost.
-_BATCH = 256
+BATCH = 256
 
 
 class Histogram:
     """Counts per upper bound (non-cumulative internally), plus sum and count."""
 
-    __slots__ = ("__weakref__", "_count", "_counts", "_lock", "_pending", "_sum", "bounds")
+    __slots__ = ("__weakref__", "_count", "_counts", "_lock", "_sum", "bounds", "pending")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self._counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self._lock = threading.Lock()
-        self._pending: list[float] = []
+        self.pending: list[float] = []
         self._count = 0
         self._sum = 0.0
         _live.add(self)
 
     def observe(self, value: float) -> None:
         # The hot path (every statement): list.append is atomic, so no lock here.
-        pending = self._pending
+        pending = self.pending
         pending.append(value)
-        if len(pending) >= _BATCH:
-            self._fold()
+        if len(pending) >= BATCH:
+            self.fold()
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
         """Sort the pending observations into their buckets."""
-        pending, counts = self._pending, self._counts
+        pending, counts = self.pending, self._counts
         with self._lock:  # one folder at a time; observers only ever append
             # The slice and the delete are each one atomic operation: a value appended
             # between them lies past `taken` and waits for the next fold.
@@ -66,13 +67,13 @@ class Histogram:
     @property
     def count(self) -> int:
         """How many values were observed."""
-        self._fold()
+        self.fold()
         return self._count
 
     @property
     def sum(self) -> float:
         """The sum of the observed values."""
-        self._fold()
+        self.fold()
         return self._sum
 
     def snapshot(self, extra_zeros: int = 0) -> tuple[list[tuple[float, int]], int, float]:
@@ -81,7 +82,7 @@ class Histogram:
         ``extra_zeros`` adds observations of 0 that were counted elsewhere (the pool counts
         checkouts that did not wait without touching the histogram).
         """
-        self._fold()
+        self.fold()
         with self._lock:
             counts = list(self._counts)
             count, total = self._count, self._sum

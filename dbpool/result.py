@@ -107,6 +107,32 @@ def _row_class(fields: tuple[str, ...]) -> type[Row]:
 _NO_ROWS: list[Row] = []
 
 
+def fetch_result(cursor: Any, keys: tuple[str, ...] | None) -> Result:
+    """The [`Result`][dbpool.Result] of the statement just run on ``cursor``; ``keys``
+    are its column names, None when it returns no rows (for `Dialect.result()`)."""
+    if keys is None:
+        has_lastrowid = _HAS_LASTROWID.get(type(cursor))
+        if has_lastrowid is False or (has_lastrowid is None and not _has_lastrowid(cursor)):
+            return no_rows(cursor.rowcount)
+    return Result(cursor, keys)
+
+
+def no_rows(rowcount: int | None) -> Result:
+    """The result of a statement that returned no rows and has no ``lastrowid``."""
+    done = NO_ROWS_RESULTS.get(rowcount)
+    return done if done is not None else Result(_Done(rowcount), None)
+
+
+class _Done:
+    """What ``Result`` reads of a cursor whose statement returned no rows."""
+
+    __slots__ = ("rowcount",)
+    lastrowid = None
+
+    def __init__(self, rowcount: int | None) -> None:
+        self.rowcount = rowcount
+
+
 class Result:
     """The rows (if any) and row count of one statement, from `Connection.execute()`.
 
@@ -116,12 +142,6 @@ class Result:
     from where the last one stopped. Reading rows from a statement that returns none
     raises `ResourceClosedError`. In Jupyter a result displays as a table of the rows
     not read yet.
-
-    Attributes:
-        rowcount: Rows changed by an `INSERT` / `UPDATE` / `DELETE`, as the driver
-            counts them (-1 when unknown).
-        lastrowid: The driver's `cursor.lastrowid`, where it has one (sqlite3, PyMySQL);
-            None otherwise.
 
     Example:
         ```python
@@ -139,22 +159,34 @@ class Result:
         ```
     """
 
-    __slots__ = ("_keys", "_position", "_rows", "lastrowid", "rowcount")
+    __slots__ = ("_keys", "_lastrowid", "_position", "_rowcount", "_rows")
 
     def __init__(self, cursor: Any, keys: tuple[str, ...] | None) -> None:
         """Fetch everything from ``cursor``; ``keys`` are its column names, None when the
         statement returns no rows."""
         rowcount = cursor.rowcount
-        self.rowcount: int = -1 if rowcount is None else rowcount
+        self._rowcount: int = -1 if rowcount is None else rowcount
         has_lastrowid = _HAS_LASTROWID.get(type(cursor))
         if has_lastrowid is None:
             has_lastrowid = _has_lastrowid(cursor)
-        self.lastrowid: Any = cursor.lastrowid if has_lastrowid else None
+        self._lastrowid: Any = cursor.lastrowid if has_lastrowid else None
         self._keys = keys
-        self._rows: list[Row] = (
-            _NO_ROWS if keys is None else list(map(_row_class(keys), cursor.fetchall()))
-        )
+        # The driver's own rows: each becomes a Row only when it is read (scalar() reads
+        # its value straight from the driver's tuple).
+        self._rows: list[Any] = _NO_ROWS if keys is None else cursor.fetchall()
         self._position = 0
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by an `INSERT` / `UPDATE` / `DELETE`, as the driver counts them
+        (-1 when unknown)."""
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        """The driver's `cursor.lastrowid`, where it has one (sqlite3, PyMySQL); None
+        otherwise."""
+        return self._lastrowid
 
     @property
     def returns_rows(self) -> bool:
@@ -169,16 +201,26 @@ class Result:
         """
         return list(self._keys or ())
 
-    def _check_rows(self) -> None:
-        if self._keys is None:
+    def _check_rows(self) -> tuple[str, ...]:
+        keys = self._keys
+        if keys is None:
             raise ResourceClosedError("This result object does not return rows.")
+        return keys
 
     def _take(self, count: int | None) -> list[Row]:
-        self._check_rows()
+        row = _row_class(self._check_rows())
         start = self._position
         end = len(self._rows) if count is None else min(start + count, len(self._rows))
         self._position = end
-        return self._rows[start:end]
+        return list(map(row, self._rows[start:end]))
+
+    def _first(self) -> Any:
+        """The driver's first remaining row (None if none is left); discards the rest."""
+        if self._keys is None:
+            self._check_rows()  # raises
+        rows, start = self._rows, self._position
+        self._position = len(rows)
+        return rows[start] if start < len(rows) else None
 
     def __iter__(self) -> Iterator[Row]:
         """Iterate over the rows not read yet."""
@@ -241,8 +283,8 @@ class Result:
         Raises:
             ResourceClosedError: The statement returns no rows.
         """
-        rows = self._take(None)
-        return rows[0] if rows else None
+        values = self._first()
+        return None if values is None else _row_class(self._check_rows())(values)
 
     def one_or_none(self) -> Row | None:
         """The only remaining row, or None.
@@ -284,8 +326,8 @@ class Result:
         Raises:
             ResourceClosedError: The statement returns no rows.
         """
-        row = self.first()
-        return None if row is None else row[0]
+        values = self._first()
+        return None if values is None else values[0]
 
     def scalar_one(self) -> Any:
         """The first column of [`one()`][dbpool.Result.one].
@@ -347,7 +389,7 @@ class Result:
 
     def __repr__(self) -> str:
         rows = len(self._rows) if self._keys is not None else None
-        return f"<Result rows={rows} rowcount={self.rowcount}>"
+        return f"<Result rows={rows} rowcount={self._rowcount}>"
 
     def _repr_html_(self) -> str | None:
         """Jupyter's view: a table of the rows not fetched yet (the first
@@ -469,3 +511,10 @@ class MappingResult(_ValuesResult):
         engine.dispose()
         ```
     """
+
+
+# The results of statements that return no rows, for the common row counts: a Result
+# cannot be changed, so one object can stand for every "UPDATE ... (1 row)" there will be,
+# and making a new one would cost a third of the engine's work per statement.
+NO_ROWS_RESULTS: dict[int | None, Result] = {n: Result(_Done(n), None) for n in range(-1, 64)}
+NO_ROWS_RESULTS[None] = NO_ROWS_RESULTS[-1]

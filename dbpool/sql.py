@@ -49,7 +49,7 @@ placeholder.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from operator import itemgetter
 from types import MappingProxyType
@@ -240,7 +240,7 @@ class CompiledSQL:
         paramstyle: The PEP 249 paramstyle it was translated for.
     """
 
-    __slots__ = ("_as_dict", "_get", "_key_set", "_keys", "names", "paramstyle", "sql")
+    __slots__ = ("_as_dict", "_get", "_key_set", "_keys", "_take", "names", "paramstyle", "sql")
 
     sql: str
     names: tuple[str, ...]
@@ -248,6 +248,7 @@ class CompiledSQL:
     _keys: tuple[str, ...]
     _key_set: frozenset[str]
     _get: Any  # itemgetter(*keys): the values in one C call, or None without binds
+    _take: Any  # a dict of binds to a positional style's tuple, for the engine; else None
     _as_dict: bool
 
     def __init__(self, sql: str, names: Iterable[str], paramstyle: str) -> None:
@@ -262,8 +263,17 @@ class CompiledSQL:
         setattr_(self, "paramstyle", paramstyle)
         setattr_(self, "_keys", keys)
         setattr_(self, "_key_set", frozenset(keys))
-        setattr_(self, "_get", itemgetter(*keys) if keys else None)
+        get = itemgetter(*keys) if keys else None
+        setattr_(self, "_get", get)
         setattr_(self, "_as_dict", paramstyle in _DICT_STYLES)
+        # The engine's fast lane for the tuple styles: itemgetter of several keys already
+        # gives the tuple, in C (a missing bind raises KeyError, and bind() then explains).
+        take: Callable[[Any], Any] | None = None
+        if len(keys) > 1 and paramstyle not in _DICT_STYLES:
+            take = get
+        elif keys and paramstyle not in _DICT_STYLES:
+            take = _one_value_tuple(keys[0])
+        setattr_(self, "_take", take)
 
     def bind(self, params: Mapping[str, Any] | None) -> Any:
         """The parameters for `cursor.execute(self.sql, ...)`.
@@ -331,6 +341,16 @@ class CompiledSQL:
 
     def __repr__(self) -> str:
         return f"<CompiledSQL {self.paramstyle} {_shorten(self.sql)!r} names={self.names!r}>"
+
+
+def _one_value_tuple(key: str) -> Callable[[Mapping[str, Any]], tuple[Any]]:
+    # itemgetter of one key gives the value itself, not a 1-tuple.
+    get = itemgetter(key)
+
+    def take(params: Mapping[str, Any]) -> tuple[Any]:
+        return (get(params),)
+
+    return take
 
 
 @lru_cache(maxsize=_COMPILED_CACHE_SIZE)
@@ -469,4 +489,13 @@ def text(sql: str) -> TextClause:
         engine.dispose()
         ```
     """
+    if type(sql) is not str:
+        return TextClause(sql)  # a str subclass, or the ArgumentError for a non-str
+    return _shared_text(sql)
+
+
+@lru_cache(maxsize=_COMPILED_CACHE_SIZE)
+def _shared_text(sql: str) -> TextClause:
+    # A TextClause cannot be changed, so text() written inline, called again and again with
+    # the same SQL, hands out one object whose compiled forms are already cached on it.
     return TextClause(sql)

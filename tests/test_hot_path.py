@@ -1,6 +1,7 @@
 """What the statement hot path's shortcuts must not lose: exact query counts from many
 threads, engine.begin()'s commit / rollback / return, compiled text() shared by text,
-and Result.lastrowid with and without the driver having one (real sqlite3)."""
+positional binds, shared results of statements without rows, rows made on reading, and
+Result.lastrowid with and without the driver having one (real sqlite3)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from dbpool import ArgumentError, Engine, IntegrityError, create_engine, text
-from dbpool.histogram import _BATCH, QUERY_BUCKETS, Histogram
-from dbpool.result import Result
+from dbpool import ArgumentError, Engine, IntegrityError, ResourceClosedError, create_engine, text
+from dbpool.direct import _NOT_COUNTED
+from dbpool.histogram import BATCH, QUERY_BUCKETS, Histogram
+from dbpool.result import Result, fetch_result, no_rows
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 def test_histogram_counts_every_observation_from_many_threads_exactly() -> None:
     histogram = Histogram(QUERY_BUCKETS)
-    threads, each = 8, 5 * _BATCH + 7  # batches fold while others keep observing
+    threads, each = 8, 5 * BATCH + 7  # batches fold while others keep observing
     start = threading.Barrier(threads)
 
     def observe(value: float) -> None:
@@ -76,11 +78,11 @@ def test_histogram_bounds_are_inclusive_upper_bounds() -> None:
 def test_queries_total_counts_each_successful_statement(engine: Engine) -> None:
     before = engine.queries_total
     with engine.begin() as conn:
-        for i in range(_BATCH + 3):
+        for i in range(BATCH + 3):
             conn.execute(text("INSERT INTO t (x) VALUES (:x)"), {"x": i})
         with pytest.raises(IntegrityError):
             conn.execute(text("INSERT INTO t (x) VALUES (:x)"), {"x": 0})  # not counted
-    assert engine.queries_total - before == _BATCH + 3
+    assert engine.queries_total - before == BATCH + 3
 
 
 # --------------------------------------------------------------------------- engine.begin()
@@ -169,6 +171,72 @@ def test_lastrowid_is_the_drivers_where_it_has_one(cursor: Any, expected: int | 
     for _ in range(2):  # the second time from what was learnt of the cursor class
         result = Result(cursor, None)
         assert (result.lastrowid, result.rowcount, result.returns_rows) == (expected, 3, False)
+
+
+def test_results_cannot_be_changed_so_results_without_rows_can_be_shared() -> None:
+    done = [fetch_result(_NoLastRowId(), None) for _ in range(2)]
+    assert [r.rowcount for r in done] == [3, 3] and not done[0].returns_rows
+    assert [no_rows(n).rowcount for n in (-1, 0, 1, 63, 64, 10**6)] == [-1, 0, 1, 63, 64, 10**6]
+    assert no_rows(None).rowcount == -1
+    for result in (*done, Result(_WithLastRowId(), None)):
+        with pytest.raises(AttributeError):
+            result.rowcount = 5  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            result.lastrowid = 5  # type: ignore[misc]
+        result.close()
+        assert result.rowcount == 3
+    with pytest.raises(ResourceClosedError):
+        done[0].fetchall()
+
+
+def test_rows_become_rows_when_read(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (:x)"), [{"x": 1}, {"x": 2}, {"x": 3}])
+        select = text("SELECT x, id FROM t ORDER BY x")
+        assert conn.execute(select).scalar() == 1
+        first = conn.execute(select).first()
+        assert first is not None and (first.x, first._fields) == (1, ("x", "id"))
+        result = conn.execute(select)
+        assert result.fetchone() == (1, 1) and result.scalar() == 2
+        assert result.fetchall() == [] and result.scalar() is None and result.first() is None
+        rows = conn.execute(select).fetchmany(2)
+        assert [row.x for row in rows] == [1, 2]
+
+
+def test_positional_styles_take_a_tuple_of_the_binds_in_placeholder_order() -> None:
+    compiled = text("SELECT :a, :b, :a").compile("format")
+    assert compiled.sql == "SELECT %s, %s, %s"
+    assert compiled._take({"b": 2, "a": 1, "c": 3}) == (1, 2, 1)
+    assert text("SELECT :a").compile("qmark")._take({"a": 1}) == (1,)
+    assert text("SELECT :a").compile("pyformat")._take is None  # the dict is passed on
+    with pytest.raises(KeyError):
+        compiled._take({"a": 1})
+    with pytest.raises(ArgumentError, match="'b'"):
+        compiled.bind({"a": 1})
+
+
+def test_text_hands_out_one_unchangeable_clause_per_sql_text() -> None:
+    clause = text("SELECT :shared_text_probe")
+    assert text("SELECT :shared_text_probe") is clause
+    assert text("SELECT :other_probe") is not clause
+    with pytest.raises(AttributeError):
+        clause.text = "DROP TABLE t"  # type: ignore[misc]
+    with pytest.raises(ArgumentError, match="str"):
+        text(b"SELECT 1")  # type: ignore[arg-type]
+
+
+def test_a_direct_connections_statements_stay_uncounted_and_hold_nothing(
+    tmp_path: Path,
+) -> None:
+    made = create_engine(f"sqlite:///{tmp_path / 'main.db'}", connection_limit=1)
+    try:
+        with made.direct() as conn:
+            for i in range(BATCH * 2 + 5):
+                conn.execute(text("SELECT :i"), {"i": i})
+        assert made.queries_total == 0
+        assert len(_NOT_COUNTED.pending) < BATCH
+    finally:
+        made.dispose()
 
 
 def test_lastrowid_on_sqlite(engine: Engine) -> None:

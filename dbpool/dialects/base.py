@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dbpool.config import ISOLATION_LEVELS, EngineConfig, reject_unknown_params
 from dbpool.exc import ConfigError, ConnectError, TooManyConnectionsError
+from dbpool.result import Result, fetch_result
 from dbpool.timeouts import Timeouts
 from dbpool.url import URL
 from dbpool.watchdog import shutdown_socket
@@ -41,8 +42,9 @@ class Dialect:
         driver: The DB-API module it imports: ``"sqlite3"``, ``"psycopg"``,
             ``"pymysql"`` or ``"pyodbc"``.
         extra: The pip extra that installs the driver (``pip install "dbpool[extra]"``).
-        paramstyle: The driver's PEP 249 paramstyle, which [`text()`][dbpool.text]
-            statements are translated to.
+        paramstyle: The PEP 249 paramstyle [`text()`][dbpool.text] statements are
+            translated to: one the driver takes, preferably a positional one (``format``
+            for psycopg and PyMySQL), which drivers bind with less work than names.
         url: The engine's [`URL`][dbpool.URL].
         config: The engine's [`EngineConfig`][dbpool.EngineConfig].
         dbapi: The imported driver module.
@@ -249,6 +251,10 @@ class Dialect:
         if description is None:
             return None
         return tuple(str(column[0]) for column in description)
+
+    def result(self, cursor: Any) -> Result:
+        """The result of the statement just run on ``cursor``, its rows fetched."""
+        return fetch_result(cursor, self.column_names(cursor))
 
     def release_resources(self) -> None:
         """Free what the dialect holds beyond pooled connections (on engine disposal)."""

@@ -212,7 +212,7 @@ class MySQLDialect(Dialect):
     name = "mysql"
     driver = "pymysql"
     extra = "mysql"
-    paramstyle = "pyformat"
+    paramstyle = "format"  # %s and a tuple: PyMySQL formats it with less work than names
     supports_reaping = True
     default_port = 3306
     inapplicable_settings = frozenset({"pgbouncer", "schema"})  # refused in __init__

@@ -46,6 +46,7 @@ from dbpool.dialects._psycopg_bounded import attach_deadline, bounded_classes
 from dbpool.dialects._reap import reap_postgresql
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
+from dbpool.result import NO_ROWS_RESULTS, Result, no_rows
 
 # libpq's TCP keepalive settings unless the URL gives its own: probe after 60 s of
 # silence, every 10 s, give up after 6 unanswered probes (2 minutes in all).
@@ -178,7 +179,7 @@ class PostgreSQLDialect(Dialect):
     name = "postgresql"
     driver = "psycopg"
     extra = "postgresql"
-    paramstyle = "pyformat"
+    paramstyle = "format"  # %s and a tuple: psycopg binds it with less work than names
     supports_reaping = True
     default_port = 5432
     accepted_query_params = LIBPQ_PARAMS
@@ -302,30 +303,29 @@ class PostgreSQLDialect(Dialect):
             return None
         return status != _IDLE
 
+    def begin_explicit(self, conn: Any) -> None:
+        # psycopg begins by itself on the first statement: only autocommit is in the way.
+        if self.autocommit:
+            conn.autocommit = False
+
     def reset(self, conn: Any) -> None:
         if conn.pgconn.transaction_status != _IDLE:
             conn.rollback()  # on a broken connection this raises, and the pool discards it
 
+    def result(self, cursor: Any) -> Result:
+        # column_names() and fetch_result() in one call: this runs on every statement.
+        result = cursor.pgresult
+        if result is None or result.status not in _ROW_STATUSES:
+            rowcount = cursor.rowcount
+            done = NO_ROWS_RESULTS.get(rowcount)  # no_rows(), without the call
+            return done if done is not None else no_rows(rowcount)
+        return Result(cursor, _column_names(cursor, result))
+
     def column_names(self, cursor: Any) -> tuple[str, ...] | None:
-        # psycopg's ``description`` builds a Column object per field; the names alone come
-        # straight from libpq's result at a fraction of the cost (this is the hot path).
         result = cursor.pgresult
         if result is None or result.status not in _ROW_STATUSES:
             return None
-        fname = result.fname
-        names = []
-        for i in range(result.nfields):
-            name = fname(i)
-            if not name.isascii():
-                break
-            names.append(name.decode())
-        else:
-            # ASCII reads the same in every client encoding: no need to ask psycopg for
-            # the connection's, which costs several times the rest (a ConnectionInfo
-            # and a codec lookup per call).
-            return tuple(names)
-        encoding = cursor.connection.info.encoding
-        return tuple(fname(i).decode(encoding) for i in range(result.nfields))
+        return _column_names(cursor, result)
 
     def reap_idle(self, conn: Any, *, older_than: float) -> int:
         return reap_postgresql(self, conn, older_than)
@@ -390,3 +390,22 @@ class PostgreSQLDialect(Dialect):
             return False
         message = str(error).lower()
         return any(phrase in message for phrase in _DISCONNECT_MESSAGES)
+
+
+def _column_names(cursor: Any, result: Any) -> tuple[str, ...]:
+    # psycopg's ``description`` builds a Column object per field; the names alone come
+    # straight from libpq's result at a fraction of the cost (this is the hot path).
+    fname = result.fname
+    names = []
+    for i in range(result.nfields):
+        name = fname(i)
+        if not name.isascii():
+            break
+        names.append(name.decode())
+    else:
+        # ASCII reads the same in every client encoding: no need to ask psycopg for the
+        # connection's, which costs several times the rest (a ConnectionInfo and a codec
+        # lookup per call).
+        return tuple(names)
+    encoding = cursor.connection.info.encoding
+    return tuple(fname(i).decode(encoding) for i in range(result.nfields))

@@ -221,6 +221,26 @@ def test_duplicate_key_raises_integrity_error_and_the_connection_recovers(
     assert ids(engine, table) == [1, 2]
 
 
+def test_a_failed_statement_reports_the_callers_named_parameters(
+    engine: Engine, table: str
+) -> None:
+    # The drivers get a tuple in placeholder order; the error keeps what the caller wrote.
+    with engine.connect() as conn:
+        insert(conn, table, 1, name="row")
+        conn.commit()
+        params = {"id": 1, "name": "dup", "unused": "x"}
+        with pytest.raises(dbpool.IntegrityError) as caught:
+            conn.execute(text(f"INSERT INTO {table} (id, name) VALUES (:id, :name)"), params)
+        assert caught.value.params == params
+        conn.rollback()
+        with pytest.raises(dbpool.ArgumentError, match="'name'"):
+            conn.execute(text(f"INSERT INTO {table} (id, name) VALUES (:id, :name)"), {"id": 2})
+        single = text(f"SELECT name FROM {table} WHERE id = :id")
+        assert conn.execute(single, {"id": 1, "other": 5}).scalar() == "row"
+        with pytest.raises(dbpool.ArgumentError, match="'id'"):
+            conn.execute(single, {"other": 5})
+
+
 def test_bad_sql_raises_the_pep249_class_and_keeps_orig(target: Target, engine: Engine) -> None:
     with engine.connect() as conn:
         with pytest.raises(target.bad_sql_error) as caught:
