@@ -116,6 +116,7 @@ _DISCONNECT_MESSAGES = (
     "could not send data to server",
     "no connection to the server",
     "connection not open",
+    "connection socket closed",  # psycopg's own, when poll() reports the socket hung up
     "ssl syscall error",
     "ssl connection has been closed unexpectedly",
     "no answer from the server at",  # our own: socket_timeout shut the socket down

@@ -268,6 +268,7 @@ def test_disconnect_sqlstates(postgres_url: str, sqlstate: str, disconnect: bool
         ("the connection is closed", True),
         ("consuming input failed: server closed the connection unexpectedly", True),
         ("sending query failed: could not send data to server: Broken pipe", True),
+        ("connection socket closed", True),
         ("sending query and params failed: number of parameters must be <= 65535", False),
     ],
 )
