@@ -238,7 +238,7 @@ class DirectConnection(Connection):
         except Exception:
             logger.warning("rollback on closing a direct connection failed", exc_info=True)
         finally:
-            self._explicit = False
+            self._restore_autocommit = False
             self._close_driver_connection(conn)
 
     def _invalidate(self, error: BaseException | None, *, disconnect: bool) -> None:

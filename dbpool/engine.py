@@ -320,8 +320,9 @@ class Connection:
         ```
     """
 
-    __slots__ = ("_closed", "_code", "_dialect", "_engine", "_explicit", "_in_transaction",
-                 "_invalid", "_lasti", "_pool", "_queries", "_record", "_timings")  # fmt: skip
+    __slots__ = ("_closed", "_code", "_dialect", "_engine", "_in_transaction", "_invalid",
+                 "_lasti", "_pool", "_queries", "_record", "_restore_autocommit",
+                 "_timings")  # fmt: skip
 
     def __init__(self, engine: Engine, record: _Record, code: Any = None, lasti: int = 0) -> None:
         self._engine = engine
@@ -335,7 +336,9 @@ class Connection:
         self._queries = engine.query_histogram  # a direct connection's go uncounted
         self._timings = self._queries.pending
         self._in_transaction = False
-        self._explicit = False  # a transaction opened by begin()
+        # begin() on an AUTOCOMMIT engine: end_explicit() is owed when it ends. Only
+        # then, so that the other engines make no call for nothing on every commit.
+        self._restore_autocommit = False
         self._invalid = False
         self._closed = False
 
@@ -432,30 +435,79 @@ class Connection:
             engine.dispose()
             ```
         """
-        if type(statement) is not TextClause and not isinstance(statement, TextClause):
+        # The common case inline: a text() clause with a dict of binds. The statement runs
+        # in this body, not in a helper, because a call per statement is a measurable part
+        # of the Engine's own work (docs/how-it-works.md, "Running statements").
+        if type(params) is dict and type(statement) is TextClause:
+            try:
+                compiled = statement._cache[self._dialect.paramstyle]  # compile()'s cache
+            except KeyError:
+                compiled = statement.compile(self._dialect.paramstyle)
+            take = compiled._take
+            if take is None:  # a dict paramstyle
+                values = compiled._bind_shared(params)
+            else:
+                try:
+                    values = take(params)
+                except KeyError:
+                    compiled.bind(params)  # raises the ArgumentError naming what is missing
+                    raise
+            sql = compiled.sql
+            many = False
+        else:
+            sql, values, many = self._prepare(statement, params)
+
+        record = self._record
+        if record is None or record.epoch != self._pool._epoch:
+            record = self._live_record()
+        if self._engine.echo:
+            logger.info("%s", sql)
+        dialect = self._dialect
+        start = _monotonic()
+        # One cursor per pooled connection, kept across checkouts: results are fetched
+        # eagerly, so a cursor is free again once a statement returns, and making one
+        # costs microseconds on the hot path. A failed statement throws it away.
+        cursor = record.cursor
+        try:
+            if not self._in_transaction and not dialect.autocommit:
+                if not dialect.begins_implicitly:
+                    dialect.do_begin(record.dbapi_connection)
+                self._in_transaction = True
+            if cursor is None:
+                cursor = record.cursor = record.dbapi_connection.cursor()
+            if many:
+                cursor.executemany(sql, values)
+            elif values is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, values)
+            result = dialect.result(cursor)
+        except Exception as exc:
+            record.cursor = None
+            self._handle_error(exc, record, sql, params, cursor)
+            raise  # not reached: _handle_error raises
+        # Histogram.observe(), inlined: one append, and a fold once a batch is full.
+        timings = self._timings
+        timings.append(_monotonic() - start)
+        if len(timings) >= _HISTOGRAM_BATCH:
+            self._queries.fold()
+        return result
+
+    def _prepare(self, statement: Any, params: Any) -> tuple[str, Any, bool]:
+        """The driver's SQL, its parameters and whether they are many, for every case but
+        the one ``execute()`` handles inline."""
+        if type(statement) is _DriverSQL:
+            return statement.sql, params, _is_many(params)
+        if not isinstance(statement, TextClause):
             raise ArgumentError(
                 "execute() takes a statement made with dbpool.text(); "
                 "use exec_driver_sql() for a raw SQL string"
             )
-        try:
-            compiled = statement._cache[self._dialect.paramstyle]  # compile()'s cache
-        except KeyError:
-            compiled = statement.compile(self._dialect.paramstyle)
-        # A plain dict first: isinstance() against the Mapping ABC costs far more.
-        if type(params) is dict:
-            take = compiled._take
-            if take is None:
-                return self._run(compiled.sql, compiled._bind_shared(params), False, params)
-            try:
-                values = take(params)
-            except KeyError:
-                compiled.bind(params)  # raises the ArgumentError naming what is missing
-                raise
-            return self._run(compiled.sql, values, False, params)
+        compiled = statement.compile(self._dialect.paramstyle)
         if params is None or isinstance(params, Mapping):
-            return self._run(compiled.sql, compiled.bind(params), False, params)
+            return compiled.sql, compiled.bind(params), False
         if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
-            return self._run(compiled.sql, [compiled.bind(p) for p in params], True, params)
+            return compiled.sql, [compiled.bind(p) for p in params], True
         raise ArgumentError("params must be a dict, a list of dicts, or None")
 
     def exec_driver_sql(self, statement: str, params: Any = None) -> Result:
@@ -484,48 +536,7 @@ class Connection:
             engine.dispose()
             ```
         """
-        many = (
-            isinstance(params, list) and bool(params) and not isinstance(params[0], (str, bytes))
-        )
-        many = many and isinstance(params[0], (Mapping, tuple, list))
-        return self._run(statement, params, many, params)
-
-    def _run(self, sql: str, params: Any, many: bool, shown: Any) -> Result:
-        """Run ``sql`` with the driver's ``params``; ``shown`` are the caller's, for errors."""
-        record = self._record
-        if record is None or record.epoch != self._pool._epoch:
-            record = self._live_record()
-        if self._engine.echo:
-            logger.info("%s", sql)
-        dialect = self._dialect
-        start = _monotonic()
-        # One cursor per pooled connection, kept across checkouts: results are fetched
-        # eagerly, so a cursor is free again once a statement returns, and making one
-        # costs microseconds on the hot path. A failed statement throws it away.
-        cursor = record.cursor
-        try:
-            if not self._in_transaction and not dialect.autocommit:
-                dialect.do_begin(record.dbapi_connection)
-                self._in_transaction = True
-            if cursor is None:
-                cursor = record.cursor = record.dbapi_connection.cursor()
-            if many:
-                cursor.executemany(sql, params)
-            elif params is None:
-                cursor.execute(sql)
-            else:
-                cursor.execute(sql, params)
-            result = dialect.result(cursor)
-        except Exception as exc:
-            record.cursor = None
-            self._handle_error(exc, record, sql, None if params is None else shown, cursor)
-            raise  # not reached: _handle_error raises
-        # Histogram.observe(), inlined: one append, and a fold once a batch is full.
-        timings = self._timings
-        timings.append(_monotonic() - start)
-        if len(timings) >= _HISTOGRAM_BATCH:
-            self._queries.fold()
-        return result
+        return self.execute(_DriverSQL(statement), params)  # type: ignore[arg-type]
 
     def _handle_error(self, exc: Exception, record: _Record, sql: str, params: Any,
                       cursor: Any) -> None:  # fmt: skip
@@ -578,12 +589,15 @@ class Connection:
         record = self._record
         if record is None or record.epoch != self._pool._epoch:
             record = self._live_record()
-        try:
-            self._dialect.begin_explicit(record.dbapi_connection)
-        except Exception as exc:
-            self._handle_error(exc, record, "BEGIN", None, None)
+        dialect = self._dialect
+        autocommit = dialect.autocommit
+        if autocommit or not dialect.begins_implicitly:
+            try:
+                dialect.begin_explicit(record.dbapi_connection)
+            except Exception as exc:
+                self._handle_error(exc, record, "BEGIN", None, None)
         self._in_transaction = True
-        self._explicit = True
+        self._restore_autocommit = autocommit
 
     def commit(self) -> None:
         """Commit the open transaction; does nothing when none is open.
@@ -606,7 +620,7 @@ class Connection:
             ResourceClosedError: The connection is closed.
         """
         if self._record is None and not self._closed:
-            self._in_transaction = self._explicit = False  # invalidated: nothing to undo
+            self._in_transaction = self._restore_autocommit = False  # invalidated: nothing to undo
             return
         self._end(commit=False)
 
@@ -620,12 +634,12 @@ class Connection:
         self._in_transaction = False
         try:
             conn.commit() if commit else conn.rollback()
-            if self._explicit:
+            if self._restore_autocommit:
                 self._dialect.end_explicit(conn)
         except Exception as exc:
-            self._explicit = False
+            self._restore_autocommit = False
             self._handle_error(exc, record, "COMMIT" if commit else "ROLLBACK", None, None)
-        self._explicit = False
+        self._restore_autocommit = False
 
     # -- ending ------------------------------------------------------------------------
 
@@ -650,8 +664,8 @@ class Connection:
             if self._in_transaction:
                 self._in_transaction = False
                 conn.rollback()
-            if self._explicit:
-                self._explicit = False
+            if self._restore_autocommit:
+                self._restore_autocommit = False
                 self._dialect.end_explicit(conn)
         except BaseException as exc:  # KeyboardInterrupt too: the slot must come back
             logger.warning("rollback on close failed; discarding the connection",
@@ -703,6 +717,23 @@ class Connection:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Connection {state} to {self._engine.url}>"
+
+
+class _DriverSQL:
+    """SQL for the driver as it is, on its way through ``execute()`` from
+    ``exec_driver_sql()``."""
+
+    __slots__ = ("sql",)
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+
+
+def _is_many(params: Any) -> bool:
+    """Whether driver parameters are a list of parameter sets (for ``executemany``)."""
+    return (
+        isinstance(params, list) and bool(params) and isinstance(params[0], (Mapping, tuple, list))
+    )
 
 
 class Transaction:

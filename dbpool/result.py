@@ -326,8 +326,12 @@ class Result:
         Raises:
             ResourceClosedError: The statement returns no rows.
         """
-        values = self._first()
-        return None if values is None else values[0]
+        # _first(), inlined: scalar() is the usual way to read one value.
+        rows, start = self._rows, self._position
+        if self._keys is None:
+            self._check_rows()  # raises
+        self._position = len(rows)
+        return rows[start][0] if start < len(rows) else None
 
     def scalar_one(self) -> Any:
         """The first column of [`one()`][dbpool.Result.one].

@@ -67,6 +67,10 @@ class Dialect:
     accepted_query_params: ClassVar[frozenset[str]] = frozenset()
     isolation_levels: ClassVar[tuple[str, ...]] = ISOLATION_LEVELS
     supports_ping: ClassVar[bool] = True
+    # Whether the driver opens a transaction by itself at the first statement on a
+    # non-autocommit connection (PEP 249's model). Then do_begin() has nothing to do, and
+    # on a non-autocommit engine neither has begin_explicit(): the engine skips the call.
+    begins_implicitly: ClassVar[bool] = True
     # Whether reap_idle() is implemented (reap_idle_after does something).
     supports_reaping: ClassVar[bool] = False
     default_port: ClassVar[int | None] = None  # shown in messages when the URL has none
@@ -262,7 +266,8 @@ class Dialect:
     # -- transactions ------------------------------------------------------------------
 
     def do_begin(self, conn: Any) -> None:
-        """Start a transaction on a non-autocommit connection (most drivers do it implicitly)."""
+        """Start a transaction on a non-autocommit connection; called only when the driver
+        does not (``begins_implicitly`` false)."""
 
     def begin_explicit(self, conn: Any) -> None:
         """Open a real transaction, even on an AUTOCOMMIT engine's connection."""
@@ -271,7 +276,8 @@ class Dialect:
         self.do_begin(conn)
 
     def end_explicit(self, conn: Any) -> None:
-        """After the explicit transaction ended, put the connection back in the engine's mode."""
+        """After the explicit transaction ended, put the connection back in the engine's
+        mode. Called only on an AUTOCOMMIT engine (the only mode begin() changes)."""
         if self.autocommit:
             self.set_autocommit(conn, True)
 

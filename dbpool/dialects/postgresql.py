@@ -304,11 +304,6 @@ class PostgreSQLDialect(Dialect):
             return None
         return status != _IDLE
 
-    def begin_explicit(self, conn: Any) -> None:
-        # psycopg begins by itself on the first statement: only autocommit is in the way.
-        if self.autocommit:
-            conn.autocommit = False
-
     def reset(self, conn: Any) -> None:
         if conn.pgconn.transaction_status != _IDLE:
             conn.rollback()  # on a broken connection this raises, and the pool discards it

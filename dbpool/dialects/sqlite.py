@@ -44,6 +44,7 @@ class SQLiteDialect(Dialect):
     default_connection_limit: ClassVar[int | None] = 1
     accepted_query_params = frozenset({*_URI_PARAMS, "journal_mode"})
     isolation_levels = ("AUTOCOMMIT", "READ UNCOMMITTED", "SERIALIZABLE")
+    begins_implicitly = False  # connections run in sqlite3's autocommit: dbpool says BEGIN
     supports_ping = False  # in-process: there is no link that could break
     # No server: no PgBouncer, no search_path, nothing to ping, no socket to time out and
     # no server-side connection limit to budget for or idle sessions to reap.
