@@ -265,14 +265,13 @@ class CompiledSQL:
         setattr_(self, "_key_set", frozenset(keys))
         get = itemgetter(*keys) if keys else None
         setattr_(self, "_get", get)
-        setattr_(self, "_as_dict", paramstyle in _DICT_STYLES)
+        as_dict = paramstyle in _DICT_STYLES
+        setattr_(self, "_as_dict", as_dict)
         # The engine's fast lane for the tuple styles: itemgetter of several keys already
         # gives the tuple, in C (a missing bind raises KeyError, and bind() then explains).
         take: Callable[[Any], Any] | None = None
-        if len(keys) > 1 and paramstyle not in _DICT_STYLES:
-            take = get
-        elif keys and paramstyle not in _DICT_STYLES:
-            take = _one_value_tuple(keys[0])
+        if keys and not as_dict:
+            take = get if len(keys) > 1 else _one_value_tuple(keys[0])
         setattr_(self, "_take", take)
 
     def bind(self, params: Mapping[str, Any] | None) -> Any:
