@@ -21,7 +21,8 @@ second. Ratios are paired within a round, medians over the rounds.
 ``--instructions`` counts instead of timing: it runs each contender under callgrind
 (``valgrind --tool=callgrind``) for N and for 2N transactions on one thread and shows
 (Ir(2N) - Ir(N)) / N, the instructions one transaction costs with start-up cancelled
-out. With ``--null`` the server is replaced by a null psycopg-shaped driver, which
+out: the median over ``--layouts`` heap layouts, because where the objects happen to
+land moves the count by up to 3 k for the same code. With ``--null`` the server is replaced by a null psycopg-shaped driver, which
 leaves dbpool's own work (and the benchmark loop) alone.
 
 The database ``dbpool_engine_bench`` is created (``pgbench -i -s 4``) on first use and
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _harness import (
@@ -312,17 +314,21 @@ class NullCursor:
     def __init__(self, connection: NullConnection) -> None:
         self.connection = connection
         self.pgresult: _NullResult | None = None
-        self.rowcount = -1
+        self._rowcount = -1
+
+    @property
+    def rowcount(self) -> int:  # as psycopg's: a property over the slot
+        return self._rowcount
 
     def execute(self, sql: str, params: Any = None) -> NullCursor:
         select = sql[0] == "S"
         self.pgresult = _ROWS if select else _COMMAND
-        self.rowcount = 1
+        self._rowcount = 1
         return self
 
     def executemany(self, sql: str, seq: Any) -> None:
         self.pgresult = _COMMAND
-        self.rowcount = len(seq)
+        self._rowcount = len(seq)
 
     def fetchone(self) -> tuple[int]:
         return (0,)
@@ -400,7 +406,7 @@ def run_count(name: str, transactions: int, url: str, null: bool) -> None:
         engine.dispose()
 
 
-def instructions(name: str, transactions: int, url: str, null: bool) -> int:
+def instructions(name: str, transactions: int, url: str, null: bool, layout: int) -> int:
     command = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, os.path.abspath(__file__), "--count", str(transactions),
@@ -409,8 +415,10 @@ def instructions(name: str, transactions: int, url: str, null: bool) -> int:
     if null:
         command.append("--null")
     # A fixed hash seed: string hashing decides dict and set layouts, and with them a
-    # few thousand instructions per run that would otherwise differ between runs.
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # few thousand instructions per run that would otherwise differ between runs. The
+    # padding moves where the heap's objects land (layout 0 adds none): that moves the
+    # count per transaction by up to 3 k, the same code in one layout or another.
+    env = {**os.environ, "PYTHONHASHSEED": "0", "DBPOOL_BENCH_LAYOUT": "x" * (31 * layout)}
     done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     match = re.search(r"Collected : (\d+)", done.stderr)
     if match is None:
@@ -420,23 +428,37 @@ def instructions(name: str, transactions: int, url: str, null: bool) -> int:
 
 def instructions_main(args: argparse.Namespace, url: str) -> None:
     names = selected(CONTENDERS, args.only)
-    n = args.transactions
-    rows = []
-    per_tx: dict[str, float] = {}
-    for name in names:
-        progress(f"callgrind: {name}, {n} and {2 * n} transactions")
-        small = instructions(name, n, url, args.null)
-        large = instructions(name, 2 * n, url, args.null)
-        per_tx[name] = (large - small) / n
+    n, layouts = args.transactions, range(args.layouts)
+
+    def per_transaction(job: tuple[str, int]) -> float:
+        name, layout = job
+        progress(f"callgrind: {name}, layout {layout}, {n} and {2 * n} transactions")
+        small = instructions(name, n, url, args.null, layout)
+        large = instructions(name, 2 * n, url, args.null, layout)
+        return (large - small) / n
+
+    jobs = [(name, layout) for name in names for layout in layouts]
+    # Two at a time: each is one single-threaded valgrind, and counts do not depend on
+    # what else runs.
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        counts = dict(zip(jobs, executor.map(per_transaction, jobs), strict=True))
+    per_layout = {name: [counts[name, layout] for layout in layouts] for name in names}
+    per_tx = {name: median(values) for name, values in per_layout.items()}
     base = per_tx.get(RAW_NAME)
+    rows = []
     for name in names:
         vs = f"{per_tx[name] / base:.3f}x" if base else "-"
         extra = f"{(per_tx[name] - base) / 1000:+.1f} k" if base else "-"
-        rows.append([name, f"{per_tx[name] / 1000:.1f} k", vs, extra])
+        spread = f"{min(per_layout[name]) / 1000:.1f} / {max(per_layout[name]) / 1000:.1f}"
+        rows.append([name, f"{per_tx[name] / 1000:.1f} k", spread, vs, extra])
     driver = "a null psycopg-shaped driver" if args.null else "PostgreSQL (psycopg)"
     print(f"### Instructions per TPC-B-like transaction on one thread, {driver}")
-    print(f"\ncallgrind, (Ir({2 * n} tx) - Ir({n} tx)) / {n}\n")
-    print(markdown_table(["contender", "instructions/tx", "vs raw", "more than raw"], rows))
+    print(
+        f"\ncallgrind, (Ir({2 * n} tx) - Ir({n} tx)) / {n}; medians over {args.layouts} "
+        "heap layouts\n"
+    )
+    print(markdown_table(
+        ["contender", "instructions/tx", "min / max", "vs raw", "more than raw"], rows))  # fmt: skip
 
 
 def timed_main(args: argparse.Namespace, url: str) -> None:
@@ -510,6 +532,9 @@ def parse(doc: str | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--transactions", type=int, default=1000, help="N for --instructions (1000)"
+    )
+    parser.add_argument(
+        "--layouts", type=int, default=3, help="heap layouts for --instructions; medians (3)"
     )
     # Internal: one contender, a fixed number of transactions (what --instructions runs).
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)

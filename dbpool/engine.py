@@ -179,7 +179,9 @@ class Engine:
             ```
         """
         frame = _getframe(1)
-        return _Begin(self, frame.f_code, frame.f_lasti)
+        conn = _Begin(self, None, frame.f_code, frame.f_lasti)
+        conn._closed = True  # open only inside the with block
+        return conn
 
     def direct(self) -> AbstractContextManager[Connection]:
         """A connection of its own past the external pooler, for a `with` block.
@@ -324,7 +326,9 @@ class Connection:
                  "_lasti", "_pool", "_queries", "_record", "_restore_autocommit",
                  "_timings")  # fmt: skip
 
-    def __init__(self, engine: Engine, record: _Record, code: Any = None, lasti: int = 0) -> None:
+    def __init__(
+        self, engine: Engine, record: _Record | None, code: Any = None, lasti: int = 0
+    ) -> None:
         self._engine = engine
         self._pool = engine.pool
         self._dialect = engine.dialect
@@ -624,7 +628,7 @@ class Connection:
             return
         self._end(commit=False)
 
-    def _end(self, *, commit: bool) -> None:
+    def _end(self, commit: bool) -> None:
         record = self._record
         if record is None or record.epoch != self._pool._epoch:
             record = self._live_record()
@@ -703,7 +707,7 @@ class Connection:
     def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -787,48 +791,56 @@ class Transaction:
             self.rollback()
 
 
-class _Begin:
-    """What ``engine.begin()`` returns: a checked-out connection in one transaction for
-    the length of a ``with`` block, committed if the block succeeds, rolled back if it
-    raises, returned to the pool either way.
+class _Begin(Connection):
+    """What ``engine.begin()`` returns: a connection that is open only for the length of
+    a ``with`` block, in one transaction, committed if the block succeeds, rolled back if
+    it raises, returned to the pool either way.
 
-    A class, not a ``@contextmanager`` generator: it runs on every transaction, and the
-    generator machinery (plus the ``Transaction`` object it would open) costs more than
-    the work it wraps. Checks out at ``__enter__``, as the generator did.
+    The context manager is the connection itself, not a wrapper that makes one: this
+    runs on every transaction, and a second object with its own calls costs more than
+    the work it wraps. It checks out at ``__enter__``; until then, and after the block,
+    it is closed.
     """
 
-    __slots__ = ("_code", "_conn", "_engine", "_lasti")
-
-    def __init__(self, engine: Engine, code: Any, lasti: int) -> None:
-        self._engine = engine
-        self._code = code  # where engine.begin() was called, for the leak warning
-        self._lasti = lasti
-        self._conn: Connection | None = None
+    __slots__ = ()
 
     def __enter__(self) -> Connection:
-        engine = self._engine
-        conn = Connection(engine, engine.pool.checkout(), self._code, self._lasti)
-        try:
-            conn._begin()
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
+        if not self._closed:
+            raise ArgumentError("This engine.begin() block is already open")
+        self._record = self._pool.checkout()
+        self._closed = self._invalid = False
+        dialect = self._dialect
+        if dialect.autocommit or not dialect.begins_implicitly:
+            try:
+                self._begin()
+            except BaseException:
+                self.close()
+                raise
+        else:
+            # What _begin() comes to here, without the call: the driver begins by itself,
+            # and a connection just checked out has no transaction and is this process's.
+            self._in_transaction = True
+        return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        conn = self._conn
-        if conn is None:
+        if self._closed:  # closed inside the block
             return
-        self._conn = None
         try:
-            if conn._in_transaction:  # not ended inside the block
+            if self._in_transaction:  # not ended inside the block
                 if exc_type is None:
-                    conn._end(commit=True)
+                    self._end(True)  # commit(), one call less
                 else:
-                    conn.rollback()
+                    self.rollback()
         finally:
-            conn.close()
+            self.close()
+
+    def _live_record(self) -> _Record:
+        if self._closed:
+            raise ResourceClosedError(
+                "This Connection is closed: engine.begin() gives a connection only inside "
+                "its with block"
+            )
+        return super()._live_record()
 
 
 ENGINE_KEYWORDS = ("connect_args", "creator", "direct_url", "echo", "metrics_labels")

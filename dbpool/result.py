@@ -110,27 +110,25 @@ _NO_ROWS: list[Row] = []
 def fetch_result(cursor: Any, keys: tuple[str, ...] | None) -> Result:
     """The [`Result`][dbpool.Result] of the statement just run on ``cursor``; ``keys``
     are its column names, None when it returns no rows (for `Dialect.result()`)."""
+    rowcount = cursor.rowcount
+    has_lastrowid = _HAS_LASTROWID.get(type(cursor))
+    if has_lastrowid is None:
+        has_lastrowid = _has_lastrowid(cursor)
     if keys is None:
-        has_lastrowid = _HAS_LASTROWID.get(type(cursor))
-        if has_lastrowid is False or (has_lastrowid is None and not _has_lastrowid(cursor)):
-            return no_rows(cursor.rowcount)
-    return Result(cursor, keys)
+        if not has_lastrowid:
+            return no_rows(rowcount)
+        return Result(_NO_ROWS, None, -1 if rowcount is None else rowcount, cursor.lastrowid)
+    lastrowid = cursor.lastrowid if has_lastrowid else None
+    return Result(cursor.fetchall(), keys, -1 if rowcount is None else rowcount, lastrowid)
 
 
 def no_rows(rowcount: int | None) -> Result:
     """The result of a statement that returned no rows and has no ``lastrowid``."""
-    done = NO_ROWS_RESULTS.get(rowcount)
-    return done if done is not None else Result(_Done(rowcount), None)
-
-
-class _Done:
-    """What ``Result`` reads of a cursor whose statement returned no rows."""
-
-    __slots__ = ("rowcount",)
-    lastrowid = None
-
-    def __init__(self, rowcount: int | None) -> None:
-        self.rowcount = rowcount
+    if rowcount is None:
+        return NO_ROWS_RESULTS[-1]
+    if -1 <= rowcount < COMMON_ROWCOUNTS:
+        return NO_ROWS_RESULTS[rowcount]
+    return Result(_NO_ROWS, None, rowcount)
 
 
 class Result:
@@ -161,19 +159,16 @@ class Result:
 
     __slots__ = ("_keys", "_lastrowid", "_position", "_rowcount", "_rows")
 
-    def __init__(self, cursor: Any, keys: tuple[str, ...] | None) -> None:
-        """Fetch everything from ``cursor``; ``keys`` are its column names, None when the
-        statement returns no rows."""
-        rowcount = cursor.rowcount
-        self._rowcount: int = -1 if rowcount is None else rowcount
-        has_lastrowid = _HAS_LASTROWID.get(type(cursor))
-        if has_lastrowid is None:
-            has_lastrowid = _has_lastrowid(cursor)
-        self._lastrowid: Any = cursor.lastrowid if has_lastrowid else None
+    def __init__(
+        self, rows: list[Any], keys: tuple[str, ...] | None, rowcount: int, lastrowid: Any = None
+    ) -> None:
+        """``rows`` are the driver's own (each becomes a Row only when it is read), ``keys``
+        the column names (None when the statement returns no rows); made by the dialect
+        from its cursor (see ``fetch_result()``)."""
+        self._rows = rows
         self._keys = keys
-        # The driver's own rows: each becomes a Row only when it is read (scalar() reads
-        # its value straight from the driver's tuple).
-        self._rows: list[Any] = _NO_ROWS if keys is None else cursor.fetchall()
+        self._rowcount = rowcount
+        self._lastrowid = lastrowid
         self._position = 0
 
     @property
@@ -519,6 +514,9 @@ class MappingResult(_ValuesResult):
 
 # The results of statements that return no rows, for the common row counts: a Result
 # cannot be changed, so one object can stand for every "UPDATE ... (1 row)" there will be,
-# and making a new one would cost a third of the engine's work per statement.
-NO_ROWS_RESULTS: dict[int | None, Result] = {n: Result(_Done(n), None) for n in range(-1, 64)}
-NO_ROWS_RESULTS[None] = NO_ROWS_RESULTS[-1]
+# and making a new one would cost a third of the engine's work per statement. A tuple
+# indexed by the count (-1, unknown, is the last entry) is cheaper to read than a dict.
+COMMON_ROWCOUNTS = 64
+NO_ROWS_RESULTS: tuple[Result, ...] = tuple(
+    Result(_NO_ROWS, None, n) for n in (*range(COMMON_ROWCOUNTS), -1)
+)

@@ -18,7 +18,7 @@ import pytest
 from dbpool import ArgumentError, Engine, IntegrityError, ResourceClosedError, create_engine, text
 from dbpool.direct import _NOT_COUNTED
 from dbpool.histogram import BATCH, QUERY_BUCKETS, Histogram
-from dbpool.result import Result, fetch_result, no_rows
+from dbpool.result import fetch_result, no_rows
 
 
 @pytest.fixture
@@ -138,6 +138,53 @@ def test_begin_checks_out_at_the_start_of_the_block(engine: Engine) -> None:
     assert engine.status().busy == 0
 
 
+def test_begin_gives_a_connection_only_inside_its_block(engine: Engine) -> None:
+    block = engine.begin()
+    assert block.closed  # type: ignore[attr-defined]
+    with pytest.raises(ResourceClosedError, match="only inside its with block"):
+        block.execute(text("SELECT 1"))  # type: ignore[attr-defined]
+    with block as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (1)"))
+        with pytest.raises(ArgumentError, match="already open"), block:
+            pass
+        assert engine.status().busy == 1  # the refused inner block took nothing
+    with pytest.raises(ResourceClosedError, match="only inside its with block"):
+        conn.execute(text("SELECT 1"))
+    assert _count(engine) == 1 and engine.status().busy == 0
+
+
+def test_a_begin_block_can_be_entered_again_after_it_ends(engine: Engine) -> None:
+    block = engine.begin()
+    for x in (1, 2):
+        with block as conn:
+            conn.execute(text("INSERT INTO t (x) VALUES (:x)"), {"x": x})
+        assert conn.closed and engine.status().busy == 0
+    with pytest.raises(KeyError), block as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (3)"))
+        raise KeyError("boom")
+    assert _count(engine) == 2 and engine.status().busy == 0
+
+
+def test_closing_inside_a_begin_block_rolls_back_and_the_block_ends_quietly(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (x) VALUES (1)"))
+        conn.close()
+        assert engine.status().busy == 0
+    assert _count(engine) == 0
+
+
+def test_an_abandoned_begin_block_warns_and_frees_its_slot(engine: Engine) -> None:
+    block = engine.begin()
+    block.__enter__()
+    assert engine.status().busy == 1
+    with pytest.warns(ResourceWarning, match="test_hot_path.py"):
+        del block
+        gc.collect()
+    assert engine.status().busy == 0
+
+
 # --------------------------------------------------------------------------- text() and Result
 
 
@@ -169,16 +216,17 @@ class _WithLastRowId(_NoLastRowId):
 @pytest.mark.parametrize(("cursor", "expected"), [(_NoLastRowId(), None), (_WithLastRowId(), 42)])
 def test_lastrowid_is_the_drivers_where_it_has_one(cursor: Any, expected: int | None) -> None:
     for _ in range(2):  # the second time from what was learnt of the cursor class
-        result = Result(cursor, None)
+        result = fetch_result(cursor, None)
         assert (result.lastrowid, result.rowcount, result.returns_rows) == (expected, 3, False)
 
 
 def test_results_cannot_be_changed_so_results_without_rows_can_be_shared() -> None:
     done = [fetch_result(_NoLastRowId(), None) for _ in range(2)]
     assert [r.rowcount for r in done] == [3, 3] and not done[0].returns_rows
-    assert [no_rows(n).rowcount for n in (-1, 0, 1, 63, 64, 10**6)] == [-1, 0, 1, 63, 64, 10**6]
+    counts = (-2, -1, 0, 1, 63, 64, 10**6)
+    assert [no_rows(n).rowcount for n in counts] == list(counts)
     assert no_rows(None).rowcount == -1
-    for result in (*done, Result(_WithLastRowId(), None)):
+    for result in (*done, fetch_result(_WithLastRowId(), None)):
         with pytest.raises(AttributeError):
             result.rowcount = 5  # type: ignore[misc]
         with pytest.raises(AttributeError):
@@ -273,3 +321,26 @@ def test_the_engine_passes_an_exact_dict_of_binds_through_and_copies_the_rest() 
     assert text("SELECT '100%'").compile("pyformat")._bind_shared({}) is None
     assert text("SELECT :a, :b, :a").compile("qmark")._bind_shared(exact) == (1, 2, 1)
     assert text("SELECT :a").compile("numeric").bind({"a": 5}) == (5,)
+
+
+def test_psycopgs_row_count_slot_is_read_only_when_its_property_just_returns_it() -> None:
+    from types import SimpleNamespace
+
+    from dbpool.dialects.postgresql import rowcount_is_slot
+
+    class Plain:
+        @property
+        def rowcount(self) -> int:
+            return self._rowcount  # type: ignore[attr-defined, no-any-return]
+
+    class Computed:
+        @property
+        def rowcount(self) -> int:
+            return self._pgresult.command_tuples  # type: ignore[attr-defined, no-any-return]
+
+    class Attribute:
+        rowcount = -1
+
+    assert rowcount_is_slot(SimpleNamespace(Cursor=Plain))
+    assert not rowcount_is_slot(SimpleNamespace(Cursor=Computed))
+    assert not rowcount_is_slot(SimpleNamespace(Cursor=Attribute))

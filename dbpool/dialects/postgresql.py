@@ -46,7 +46,7 @@ from dbpool.dialects._psycopg_bounded import attach_deadline, bounded_classes
 from dbpool.dialects._reap import reap_postgresql
 from dbpool.dialects.base import Dialect
 from dbpool.exc import ConfigError
-from dbpool.result import NO_ROWS_RESULTS, Result, no_rows
+from dbpool.result import COMMON_ROWCOUNTS, NO_ROWS_RESULTS, Result, no_rows
 
 # libpq's TCP keepalive settings unless the URL gives its own: probe after 60 s of
 # silence, every 10 s, give up after 6 unanswered probes (2 minutes in all).
@@ -227,6 +227,7 @@ class PostgreSQLDialect(Dialect):
         params.update(self.connect_args)
         self.application_name = _application_name(params)
         self._connection_class = self.dbapi.Connection
+        self._rowcount_slot = rowcount_is_slot(self.dbapi)
         if config.socket_timeout:
             self._connection_class, params["cursor_factory"] = bounded_classes(self.dbapi)
         if config.pgbouncer:  # refuse what a transaction pooler would silently break
@@ -310,12 +311,17 @@ class PostgreSQLDialect(Dialect):
 
     def result(self, cursor: Any) -> Result:
         # column_names() and fetch_result() in one call: this runs on every statement.
+        rowcount: int
+        try:
+            rowcount = cursor._rowcount if self._rowcount_slot else cursor.rowcount
+        except AttributeError:  # a creator's cursor that is not psycopg's
+            rowcount = cursor.rowcount
         result = cursor.pgresult
         if result is None or result.status not in _ROW_STATUSES:
-            rowcount = cursor.rowcount
-            done = NO_ROWS_RESULTS.get(rowcount)  # no_rows(), without the call
-            return done if done is not None else no_rows(rowcount)
-        return Result(cursor, _column_names(cursor, result))
+            if -1 <= rowcount < COMMON_ROWCOUNTS:  # no_rows(), without the call
+                return NO_ROWS_RESULTS[rowcount]
+            return no_rows(rowcount)
+        return Result(cursor.fetchall(), _column_names(cursor, result), rowcount)
 
     def column_names(self, cursor: Any) -> tuple[str, ...] | None:
         result = cursor.pgresult
@@ -386,6 +392,18 @@ class PostgreSQLDialect(Dialect):
             return False
         message = str(error).lower()
         return any(phrase in message for phrase in _DISCONNECT_MESSAGES)
+
+
+def rowcount_is_slot(psycopg: Any) -> bool:
+    """Whether psycopg's ``cursor.rowcount`` only returns the cursor's ``_rowcount``.
+
+    It is a Python property, and calling it costs more than the rest of ``result()``,
+    which reads the slot itself when the property's code says that is all it does; a
+    psycopg that computes the count some other way gets the property.
+    """
+    getter = getattr(getattr(psycopg.Cursor, "rowcount", None), "fget", None)
+    code = getattr(getter, "__code__", None)
+    return code is not None and code.co_names == ("_rowcount",)
 
 
 def _column_names(cursor: Any, result: Any) -> tuple[str, ...]:

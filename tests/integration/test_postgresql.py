@@ -194,6 +194,44 @@ def test_ping_is_one_empty_query_and_leaves_no_transaction(
         assert conn.execute(text("SELECT 1")).scalar() == 1
 
 
+def test_row_counts_read_from_psycopgs_slot_match_its_property(
+    postgres_url: str, engines: list[Engine]
+) -> None:
+    from dbpool.dialects.postgresql import rowcount_is_slot
+
+    # The slot is read only while psycopg's property does nothing but return it.
+    assert rowcount_is_slot(psycopg)
+    engine = engine_for(engines, postgres_url)
+    table = f"rc_{uuid.uuid4().hex[:8]}"
+    statements = [  # (SQL, binds, the row count psycopg gives)
+        (f"CREATE TEMP TABLE {table} (x int)", None, -1),
+        (f"INSERT INTO {table} SELECT generate_series(1, 70)", None, 70),
+        (f"UPDATE {table} SET x = x WHERE x < :n", {"n": 0}, 0),
+        (f"UPDATE {table} SET x = x WHERE x < :n", {"n": 2}, 1),
+        (f"DELETE FROM {table} WHERE x > :n", {"n": 65}, 5),
+        (f"SELECT x FROM {table} WHERE x <= :n", {"n": 3}, 3),
+        (f"INSERT INTO {table} VALUES (:x)", [{"x": 1}, {"x": 2}], 2),
+    ]
+    with engine.begin() as conn:
+        for sql, params, expected in statements:
+            got = conn.execute(text(sql), params).rowcount
+            assert got == conn._record.cursor.rowcount == expected, sql  # type: ignore[union-attr]
+
+
+def test_a_creator_cursor_without_the_slot_gets_its_row_count(postgres_url: str) -> None:
+    class Cursor:  # psycopg-shaped, but not psycopg's: no _rowcount
+        pgresult = None
+        rowcount = 7
+
+    engine = dbpool.create_engine(postgres_url)
+    try:
+        assert engine.dialect.result(Cursor()).rowcount == 7
+        Cursor.rowcount = 700  # past the shared results
+        assert engine.dialect.result(Cursor()).rowcount == 700
+    finally:
+        engine.dispose()
+
+
 def test_in_transaction_follows_the_server(postgres_url: str, engines: list[Engine]) -> None:
     engine = engine_for(engines, postgres_url, connection_limit=1)
     dialect = engine.dialect
