@@ -111,15 +111,17 @@ def fetch_result(cursor: Any, keys: tuple[str, ...] | None) -> Result:
     """The [`Result`][dbpool.Result] of the statement just run on ``cursor``; ``keys``
     are its column names, None when it returns no rows (for `Dialect.result()`)."""
     rowcount = cursor.rowcount
+    if rowcount is None:  # unknown, as PEP 249 spells it
+        rowcount = -1
     has_lastrowid = _HAS_LASTROWID.get(type(cursor))
     if has_lastrowid is None:
         has_lastrowid = _has_lastrowid(cursor)
     if keys is None:
         if not has_lastrowid:
             return no_rows(rowcount)
-        return Result(_NO_ROWS, None, -1 if rowcount is None else rowcount, cursor.lastrowid)
+        return Result(_NO_ROWS, None, rowcount, cursor.lastrowid)
     lastrowid = cursor.lastrowid if has_lastrowid else None
-    return Result(cursor.fetchall(), keys, -1 if rowcount is None else rowcount, lastrowid)
+    return Result(cursor.fetchall(), keys, rowcount, lastrowid)
 
 
 def no_rows(rowcount: int | None) -> Result:
