@@ -232,6 +232,48 @@ def test_a_creator_cursor_without_the_slot_gets_its_row_count(postgres_url: str)
         engine.dispose()
 
 
+@pytest.mark.parametrize("socket_timeout", [0, 30], ids=["psycopg classes", "bounded classes"])
+def test_a_psycopg_pipeline_inside_engine_begin(
+    postgres_url: str, engines: list[Engine], socket_timeout: float
+) -> None:
+    # The recipe of docs/databases/postgresql.md ("Fewer round trips"): the transaction
+    # stays the Engine's, committed at the block's end, or rolled back when a pipelined
+    # statement failed, and the connection goes back to the pool fit for use.
+    engine = engine_for(engines, postgres_url, connection_limit=1, socket_timeout=socket_timeout)
+    table = f"pl_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id int PRIMARY KEY, balance int)")
+        conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, 100), (2, 0)")
+
+    def transfer(amount: int, divisor: int) -> tuple[int, ...] | None:
+        with engine.begin() as conn:
+            pg = conn.driver_connection
+            with pg.cursor() as cur, pg.cursor() as total:
+                with pg.pipeline():
+                    cur.execute(
+                        f"UPDATE {table} SET balance = balance - %s WHERE id = 1", (amount,)
+                    )
+                    cur.execute(
+                        f"UPDATE {table} SET balance = balance + %s / %s WHERE id = 2",
+                        (amount, divisor),
+                    )
+                    total.execute(f"SELECT sum(balance) FROM {table}")
+                return total.fetchone()
+
+    try:
+        assert transfer(30, 1) == (100,)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            transfer(50, 0)  # the first UPDATE ran; the block rolled it back
+        status = engine.pool.status()
+        assert (status.open, status.busy, status.idle) == (1, 0, 1)
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT id, balance FROM {table} ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(1, 70), (2, 30)]
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+
+
 def test_in_transaction_follows_the_server(postgres_url: str, engines: list[Engine]) -> None:
     engine = engine_for(engines, postgres_url, connection_limit=1)
     dialect = engine.dialect
