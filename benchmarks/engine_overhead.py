@@ -22,8 +22,9 @@ second. Ratios are paired within a round, medians over the rounds.
 (``valgrind --tool=callgrind``) for N and for 2N transactions on one thread and shows
 (Ir(2N) - Ir(N)) / N, the instructions one transaction costs with start-up cancelled
 out: the median over ``--layouts`` heap layouts, because where the objects happen to
-land moves the count by up to 3 k for the same code. With ``--null`` the server is replaced by a null psycopg-shaped driver, which
-leaves dbpool's own work (and the benchmark loop) alone.
+land moves the count by up to 3 k for the same code. With ``--null`` the server is
+replaced by a null psycopg-shaped driver, which leaves dbpool's own work (and the
+benchmark loop) alone.
 
 The database ``dbpool_engine_bench`` is created (``pgbench -i -s 4``) on first use and
 dropped at the end unless ``--keep`` is given; between runs the tables are vacuumed
