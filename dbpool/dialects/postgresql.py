@@ -316,6 +316,8 @@ class PostgreSQLDialect(Dialect):
             rowcount = cursor._rowcount if self._rowcount_slot else cursor.rowcount
         except AttributeError:  # a creator's cursor that is not psycopg's
             rowcount = cursor.rowcount
+            if rowcount is None:  # unknown, as PEP 249 once spelt it
+                rowcount = -1
         result = cursor.pgresult
         if result is None or result.status not in _ROW_STATUSES:
             if -1 <= rowcount < COMMON_ROWCOUNTS:  # no_rows(), without the call

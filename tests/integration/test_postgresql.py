@@ -228,6 +228,8 @@ def test_a_creator_cursor_without_the_slot_gets_its_row_count(postgres_url: str)
         assert engine.dialect.result(Cursor()).rowcount == 7
         Cursor.rowcount = 700  # past the shared results
         assert engine.dialect.result(Cursor()).rowcount == 700
+        Cursor.rowcount = None  # unknown, in PEP 249's first spelling
+        assert engine.dialect.result(Cursor()).rowcount == -1
     finally:
         engine.dispose()
 
